@@ -1,0 +1,100 @@
+"""Train/validation/test splits and their tf.data pipelines.
+
+Training batches are a pure function of (seed, epoch, batch index): the epoch's order is a
+seeded permutation and each image's crop and flip use a stateless seed built from its index.
+That is what lets a resumed run continue mid-epoch with exactly the batches it would have seen.
+"""
+import dataclasses
+import functools
+
+import numpy as np
+import tensorflow as tf
+
+from scas_tf.data import sources
+from scas_tf.errors import ScasError
+
+CIFAR_PADDING = 4
+
+
+@dataclasses.dataclass
+class Split:
+    images: np.ndarray  # uint8 NHWC
+    labels: np.ndarray  # int64
+
+    def __len__(self):
+        return len(self.labels)
+
+    @functools.cached_property
+    def tensors(self):
+        """The split as constant tensors, made once and shared by every epoch's pipeline."""
+        return tf.constant(self.images), tf.constant(self.labels)
+
+
+@dataclasses.dataclass
+class Splits:
+    info: sources.DatasetInfo
+    train: Split
+    validation: Split
+    test: Split
+    source: str
+
+
+def load_splits(name, data_dir=None, validation_fraction=0.1, seed=0, tfds_download=False):
+    """Loads a dataset and carves a seeded validation split out of its training set."""
+    if not 0.0 < validation_fraction < 1.0:
+        raise ScasError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    arrays = sources.load_arrays(name, data_dir, tfds_download)
+    order = np.random.default_rng(seed).permutation(len(arrays.train_labels))
+    num_validation = max(1, int(round(validation_fraction * len(order))))
+    val_idx, train_idx = np.sort(order[:num_validation]), np.sort(order[num_validation:])
+    return Splits(
+        info=sources.dataset_info(name),
+        train=Split(arrays.train_images[train_idx], arrays.train_labels[train_idx]),
+        validation=Split(arrays.train_images[val_idx], arrays.train_labels[val_idx]),
+        test=Split(arrays.test_images, arrays.test_labels),
+        source=arrays.source)
+
+
+def normalize(images, info):
+    """uint8 images -> float32, per-channel standardised with the dataset's statistics."""
+    images = tf.cast(images, tf.float32) / 255.0
+    return (images - tf.constant(info.mean)) / tf.constant(info.std)
+
+
+def random_crop_and_flip(image, seed):
+    """CIFAR augmentation: zero-pad by 4, take a random crop of the original size, maybe flip."""
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    padded = tf.pad(image, [[CIFAR_PADDING, CIFAR_PADDING], [CIFAR_PADDING, CIFAR_PADDING], [0, 0]])
+    cropped = tf.image.stateless_random_crop(padded, tf.shape(image), seed=crop_seed)
+    return tf.image.stateless_random_flip_left_right(cropped, seed=flip_seed)
+
+
+def steps_per_epoch(split, batch_size):
+    steps = len(split) // batch_size
+    if steps == 0:
+        raise ScasError(f"batch_size {batch_size} is larger than the training split ({len(split)} images)")
+    return steps
+
+
+def train_dataset(split, info, batch_size, seed, epoch, start_batch=0):
+    """One epoch of shuffled, augmented training batches, starting at batch `start_batch`."""
+    num_steps = steps_per_epoch(split, batch_size)
+    order = np.random.default_rng([seed, epoch]).permutation(len(split))[:num_steps * batch_size]
+    order = order[start_batch * batch_size:]
+    images, labels = split.tensors
+    ds = tf.data.Dataset.from_tensor_slices(order)
+    if info.augment:
+        def augment(index):
+            image_seed = tf.stack([tf.constant(seed * 1_000_003 + epoch, tf.int64), index])
+            return random_crop_and_flip(tf.gather(images, index), image_seed), tf.gather(labels, index)
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=True)
+    else:
+        ds = ds.batch(batch_size, drop_remainder=True).map(
+            lambda index: (tf.gather(images, index), tf.gather(labels, index)))
+    return ds.map(lambda x, y: (normalize(x, info), y)).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(split, info, batch_size):
+    """The whole split in order, unaugmented; the last batch may be partial."""
+    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels)).batch(batch_size)
+    return ds.map(lambda x, y: (normalize(x, info), y)).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,179 @@
+"""Gradual magnitude pruning (Zhu & Gupta 2017) on tfmot, driven by one global step.
+
+Every search method and the trainer prune through this module:
+
+* `prunable(layer)` wraps a Keras layer with tfmot's `prune_low_magnitude`, which owns the
+  binary masks and applies them on every call. `PrunableDepthwiseConv2D` makes depthwise
+  kernels prunable too (tfmot leaves them dense), so separable convolutions built as
+  depthwise + 1x1 are pruned in full.
+* `Pruner` moves all masks of a model from one global optimiser step through tfmot's
+  `PolynomialDecay`. tfmot's wrappers would otherwise each count their own `training=True`
+  calls, which drifts under weight sharing (ENAS) and extra forward passes (DARTS); so the
+  wrappers get a schedule that never fires and the Pruner does the mask updates.
+* `prune_tensor` is the functional form for weights that are tensors, not variables
+  (SMASH's generated weights), on the same schedule object.
+"""
+import dataclasses
+
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+
+from scas_tf.errors import ScasError
+
+tfmot_sparsity = tfmot.sparsity.keras
+# The wrapper class is not exported by tfmot; it is needed to find wrappers inside a model.
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningConfig:
+    """Zhu & Gupta's schedule: s_t = s_f + (s_i - s_f)(1 - (t - begin)/(end - begin))^power."""
+    target_sparsity: float
+    begin_step: int = 0
+    end_step: int = 1000
+    frequency: int = 100
+    initial_sparsity: float = 0.0
+    power: int = 3
+
+    def __post_init__(self):
+        for name in ("target_sparsity", "initial_sparsity"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ScasError(f"{name} must be in [0, 1), got {value}")
+        if not 0 <= self.begin_step < self.end_step:
+            raise ScasError(f"pruning needs 0 <= begin_step < end_step, got {self.begin_step}, {self.end_step}")
+        if self.frequency < 1:
+            raise ScasError(f"pruning frequency must be >= 1 step, got {self.frequency}")
+
+    def schedule(self):
+        return tfmot_sparsity.PolynomialDecay(
+            initial_sparsity=self.initial_sparsity, final_sparsity=self.target_sparsity,
+            begin_step=self.begin_step, end_step=self.end_step, power=self.power,
+            frequency=self.frequency)
+
+
+class PrunableDepthwiseConv2D(keras.layers.DepthwiseConv2D, tfmot_sparsity.PrunableLayer):
+    """DepthwiseConv2D whose kernel tfmot prunes (its registry prunes nothing of depthwise)."""
+
+    def get_prunable_weights(self):
+        return [self.depthwise_kernel]
+
+
+class _MasksMovedByPruner(tfmot_sparsity.PruningSchedule):
+    """Stops a wrapper from updating its own masks from its per-wrapper call counter."""
+
+    def __call__(self, step):
+        return tf.constant(False), tf.constant(0.0)
+
+    def get_config(self):
+        return {"class_name": type(self).__name__, "config": {}}
+
+
+def prunable(layer):
+    """Wraps `layer` so that its kernel is masked; a `Pruner` decides the masks."""
+    return tfmot_sparsity.prune_low_magnitude(layer, pruning_schedule=_MasksMovedByPruner())
+
+
+def magnitude_mask(weights, sparsity):
+    """Binary mask keeping the round(n * (1 - sparsity)) largest-magnitude entries (at least 1).
+
+    Exactly that many survive even when magnitudes tie (e.g. at zero), unlike a threshold test.
+    Returns (mask, threshold), threshold being the smallest kept magnitude.
+    """
+    magnitudes = tf.reshape(tf.abs(weights), [-1])
+    size = tf.size(magnitudes)
+    keep = tf.maximum(1, tf.cast(tf.round(tf.cast(size, tf.float32) * (1.0 - sparsity)), tf.int32))
+    values, indices = tf.math.top_k(magnitudes, k=size)
+    kept = tf.scatter_nd(indices[:keep, None], tf.ones([keep], weights.dtype), [size])
+    return tf.reshape(kept, tf.shape(weights)), values[keep - 1]
+
+
+def prune_tensor(weights, schedule, step):
+    """Functional pruning of a weight tensor to the schedule's sparsity at `step`.
+
+    The mask is recomputed on every call (generated weights change every step) and carries
+    no gradient, so pruned entries pass none back to whatever generated them.
+    """
+    mask, _ = magnitude_mask(weights, schedule(step)[1])
+    return weights * tf.stop_gradient(mask)
+
+
+def find_wrappers(module):
+    """Every pruning wrapper inside a model or layer, however deeply nested."""
+    candidates = [module, *module.submodules]
+    return [m for m in candidates if isinstance(m, PruneLowMagnitude)]
+
+
+@dataclasses.dataclass
+class WeightSparsity:
+    name: str
+    size: int
+    nonzero: int
+
+    @property
+    def sparsity(self):
+        return 1.0 - self.nonzero / self.size
+
+
+class Pruner:
+    """Moves every mask in a (built) model from one global step, through one tfmot schedule."""
+
+    def __init__(self, model, config):
+        self.config = config
+        self.schedule = config.schedule()
+        wrappers = find_wrappers(model)
+        if any(not w.built for w in wrappers):
+            raise ValueError("build the model (call it once) before creating its Pruner")
+        for wrapper in wrappers:
+            # tfmot asserts its own counter was initialised, as its UpdatePruningStep callback does.
+            if wrapper.pruning_step < 0:
+                wrapper.pruning_step.assign(0)
+        self.pruning_vars = [v for w in wrappers for v in w.pruning_vars]
+        self._mask_by_weight = {weight.ref(): mask for weight, mask, _ in self.pruning_vars}
+
+    def sparsity_at(self, step):
+        return self.schedule(step)[1]
+
+    def update_masks(self, step):
+        """The pruning step: recompute masks if the schedule says so at `step`, then apply them.
+
+        Call it after each optimiser step, in cross-replica context under a strategy.
+        """
+        should_prune, sparsity = self.schedule(step)
+
+        def recompute_masks():
+            updates = []
+            for weight, mask, threshold in self.pruning_vars:
+                new_mask, new_threshold = magnitude_mask(weight, sparsity)
+                updates += [mask.assign(new_mask), threshold.assign(new_threshold)]
+            return tf.group(updates)
+
+        with tf.control_dependencies([tf.cond(should_prune, recompute_masks, tf.no_op)]):
+            return self.apply_masks()
+
+    def apply_masks(self):
+        """Zeroes pruned weights (the optimiser may have moved them)."""
+        return tf.group([weight.assign(weight * mask) for weight, mask, _ in self.pruning_vars])
+
+    def mask_gradients(self, gradients, variables):
+        """Blocks the gradient of every pruned weight, so momentum and decay never revive it."""
+        return [g * self._mask_by_weight[v.ref()] if g is not None and v.ref() in self._mask_by_weight
+                else g for g, v in zip(gradients, variables)]
+
+    def report(self):
+        """Per prunable weight: size and non-zeros, read from the weights themselves."""
+        return [WeightSparsity(weight.name.removesuffix(":0"), int(tf.size(weight)),
+                               int(tf.math.count_nonzero(weight)))
+                for weight, _, _ in self.pruning_vars]
+
+
+def overall_sparsity(report):
+    """Sparsity over all prunable weights together (every kernel counted, depthwise included)."""
+    size = sum(w.size for w in report)
+    return 1.0 - sum(w.nonzero for w in report) / size if size else 0.0
+
+
+def strip(model):
+    """A copy of a functional model without pruning wrappers, for export."""
+    return tfmot_sparsity.strip_pruning(model)

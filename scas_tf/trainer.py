@@ -1,0 +1,265 @@
+"""Trains a fixed architecture from scratch under a sparsity target (the SCAS "trainer").
+
+A Keras custom training loop under a tf.distribute strategy: SGD with momentum, cosine
+learning rate with optional warm-up, L2 weight decay on kernels, optional label smoothing and
+gradient clipping. After every optimiser step the pruning step runs (`Pruner.update_masks`)
+from the optimiser's own step counter. Checkpoints make a re-run on the same folder resume;
+the result is a results JSON and a SavedModel of the stripped model.
+"""
+import dataclasses
+import logging
+import math
+import time
+
+import tensorflow as tf
+import tf_keras as keras
+
+from scas_tf import accounting, data, pruning
+from scas_tf.errors import ScasError
+from scas_tf.run_dir import RunDir, write_json_atomic
+
+log = logging.getLogger("scas")
+
+
+def option(default, help_text):
+    """A config field with its help text, from which the CLI makes a flag."""
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (a resumed run must match it exactly)."""
+    arch: str = option("small_cnn", "Architecture to train: a built-in baseline CNN.")
+    dataset: str = option("mnist_mini", "Dataset: mnist_mini (embedded), mnist, cifar10, cifar100.")
+    epochs: int = option(10, "Training epochs.")
+    batch_size: int = option(128, "Global batch size (split across replicas).")
+    learning_rate: float = option(0.1, "Peak learning rate of the cosine schedule.")
+    min_learning_rate: float = option(0.0, "Learning rate at the end of the cosine schedule.")
+    warmup_epochs: float = option(0.0, "Linear warm-up from 0 to learning_rate, in epochs.")
+    momentum: float = option(0.9, "SGD momentum.")
+    nesterov: bool = option(True, "Use Nesterov momentum.")
+    weight_decay: float = option(5e-4, "L2 decay on conv/dense kernels (as PyTorch SGD's weight_decay).")
+    label_smoothing: float = option(0.0, "Label smoothing of the training loss.")
+    grad_clip_norm: float = option(0.0, "Clip gradients to this global norm; 0 disables clipping.")
+    validation_fraction: float = option(0.1, "Fraction of the training set held out for validation.")
+    target_sparsity: float = option(0.0, "Fraction of every prunable kernel pruned by the end, in [0, 1).")
+    pruning_begin: float = option(0.1, "Fraction of training at which gradual pruning starts.")
+    pruning_end: float = option(0.6, "Fraction of training by which target_sparsity is reached.")
+    pruning_frequency: int = option(0, "Steps between mask updates; 0 means about 50 updates in all.")
+    seed: int = option(0, "Seed of initialisation, validation split, order and augmentation.")
+    log_every_steps: int = option(50, "Steps between training log lines and TensorBoard points.")
+    checkpoint_every_steps: int = option(0, "Steps between checkpoints; 0 means at the end of every epoch.")
+
+    def __post_init__(self):
+        positive = ("epochs", "batch_size", "log_every_steps")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ScasError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.target_sparsity < 1.0:
+            raise ScasError(f"target_sparsity must be in [0, 1), got {self.target_sparsity}")
+        if not 0.0 <= self.pruning_begin < self.pruning_end <= 1.0:
+            raise ScasError(f"need 0 <= pruning_begin < pruning_end <= 1, got "
+                            f"{self.pruning_begin}, {self.pruning_end}")
+        if self.learning_rate <= 0 or self.min_learning_rate < 0:
+            raise ScasError("learning rates must be positive")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ScasError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ScasError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        if min(self.checkpoint_every_steps, self.pruning_frequency, self.weight_decay, self.warmup_epochs) < 0:
+            raise ScasError("checkpoint_every_steps, pruning_frequency, weight_decay and warmup_epochs "
+                            "must not be negative")
+        data.dataset_info(self.dataset)
+
+    def pruning_config(self, total_steps):
+        """Schedule in steps; the window is a whole number of update intervals so the last
+        update lands exactly on the target."""
+        begin = int(self.pruning_begin * total_steps)
+        span = max(1, int(self.pruning_end * total_steps) - begin)
+        frequency = self.pruning_frequency or max(1, span // 50)
+        end = begin + frequency * max(1, span // frequency)
+        return pruning.PruningConfig(self.target_sparsity, begin, end, frequency)
+
+
+def make_optimizer(config, total_steps, steps_per_epoch):
+    warmup = int(config.warmup_epochs * steps_per_epoch)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else config.learning_rate,
+        decay_steps=max(1, total_steps - warmup),
+        alpha=config.min_learning_rate / config.learning_rate,
+        warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
+    return keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=config.nesterov,
+                                global_clipnorm=config.grad_clip_norm or None)
+
+
+def kernels(model):
+    """The weights L2 decay applies to: conv, depthwise and dense kernels (rank >= 2)."""
+    return [v for v in model.trainable_variables if v.shape.rank >= 2]
+
+
+class Trainer:
+    """Builds model, optimiser and pruner under a strategy and runs the training loop."""
+
+    def __init__(self, model_fn, splits, config, run_dir, strategy=None):
+        self.config, self.splits, self.run = config, splits, RunDir(run_dir)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.steps_per_epoch = data.steps_per_epoch(splits.train, config.batch_size)
+        self.total_steps = config.epochs * self.steps_per_epoch
+        self.pruning_config = config.pruning_config(self.total_steps)
+        keras.utils.set_random_seed(config.seed)
+        with self.strategy.scope():
+            self.model = model_fn()
+            self.optimizer = make_optimizer(config, self.total_steps, self.steps_per_epoch)
+            self.pruner = pruning.Pruner(self.model, self.pruning_config)
+            self.train_loss = keras.metrics.Mean()
+            self.train_accuracy = keras.metrics.SparseCategoricalAccuracy()
+            self.eval_loss = keras.metrics.SparseCategoricalCrossentropy(from_logits=True)
+            self.eval_accuracy = keras.metrics.SparseCategoricalAccuracy()
+            self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        self.loss_fn = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=config.label_smoothing,
+            reduction=keras.losses.Reduction.NONE)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                              train_seconds=self.train_seconds)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.run.checkpoints), max_to_keep=2)
+
+    @property
+    def step(self):
+        return int(self.optimizer.iterations.numpy())
+
+    def replica_train_step(self, images, labels):
+        with tf.GradientTape() as tape:
+            logits = self.model(images, training=True)
+            one_hot = tf.one_hot(labels, logits.shape[-1])
+            per_example = self.loss_fn(one_hot, logits)
+            decay = self.config.weight_decay * tf.add_n([tf.nn.l2_loss(k) for k in kernels(self.model)])
+            loss = (tf.nn.compute_average_loss(per_example, global_batch_size=self.config.batch_size)
+                    + tf.nn.scale_regularization_loss(decay))
+        variables = self.model.trainable_variables
+        gradients = self.pruner.mask_gradients(tape.gradient(loss, variables), variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        self.train_loss.update_state(per_example)
+        self.train_accuracy.update_state(labels, logits)
+
+    @tf.function
+    def train_steps(self, iterator, num_steps):
+        """num_steps optimiser steps, each followed by the pruning step, in one graph call."""
+        for _ in tf.range(num_steps):
+            self.strategy.run(self.replica_train_step, args=next(iterator))
+            self.pruner.update_masks(self.optimizer.iterations)
+
+    @tf.function
+    def eval_step(self, batch):
+        def replica_eval_step(images, labels):
+            logits = self.model(images, training=False)
+            self.eval_loss.update_state(labels, logits)
+            self.eval_accuracy.update_state(labels, logits)
+        self.strategy.run(replica_eval_step, args=batch)
+
+    def evaluate(self, split):
+        self.eval_loss.reset_state()
+        self.eval_accuracy.reset_state()
+        dataset = data.eval_dataset(split, self.splits.info, self.config.batch_size * 2)
+        for batch in self.strategy.experimental_distribute_dataset(dataset):
+            self.eval_step(batch)
+        return float(self.eval_loss.result()), float(self.eval_accuracy.result())
+
+    def restore(self):
+        if self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            log.info("resuming %s at step %d of %d", self.run.path, self.step, self.total_steps)
+
+    def fit(self):
+        """Trains to the last step, resuming from the latest checkpoint."""
+        self.restore()
+        writer = tf.summary.create_file_writer(str(self.run.tensorboard))
+        with writer.as_default():
+            while self.step < self.total_steps:
+                epoch, start_batch = divmod(self.step, self.steps_per_epoch)
+                self.train_epoch(epoch, start_batch)
+                self.log_epoch_end()
+        writer.close()
+
+    def train_epoch(self, epoch, start_batch):
+        dataset = data.train_dataset(self.splits.train, self.splits.info, self.config.batch_size,
+                                     self.config.seed, epoch, start_batch)
+        iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+        epoch_end = (epoch + 1) * self.steps_per_epoch
+        while self.step < epoch_end:
+            num_steps = min(self.config.log_every_steps, epoch_end - self.step, self.steps_to_checkpoint())
+            self.train_loss.reset_state()
+            self.train_accuracy.reset_state()
+            started = time.perf_counter()
+            self.train_steps(iterator, tf.constant(num_steps))
+            self.train_seconds.assign_add(time.perf_counter() - started)
+            self.log_train_chunk()
+            every = self.config.checkpoint_every_steps
+            if self.step == epoch_end or (every and self.step % every == 0):
+                self.manager.save(checkpoint_number=self.step)
+
+    def steps_to_checkpoint(self):
+        """Steps until the next periodic checkpoint (epoch-end checkpoints are always taken)."""
+        every = self.config.checkpoint_every_steps
+        return every - self.step % every if every else self.total_steps
+
+    def log_train_chunk(self):
+        step = self.step
+        report = self.pruner.report()
+        tf.summary.scalar("train/loss", self.train_loss.result(), step)
+        tf.summary.scalar("train/accuracy", self.train_accuracy.result(), step)
+        tf.summary.scalar("train/learning_rate", self.optimizer.learning_rate, step)
+        tf.summary.scalar("sparsity/scheduled", self.pruner.sparsity_at(step), step)
+        tf.summary.scalar("sparsity/achieved", pruning.overall_sparsity(report), step)
+        log.info("step %d/%d loss %.4f accuracy %.4f sparsity %.3f", step, self.total_steps,
+                 self.train_loss.result(), self.train_accuracy.result(), pruning.overall_sparsity(report))
+
+    def log_epoch_end(self):
+        step = self.step
+        val_loss, val_accuracy = self.evaluate(self.splits.validation)
+        tf.summary.scalar("validation/loss", val_loss, step)
+        tf.summary.scalar("validation/accuracy", val_accuracy, step)
+        for weight in self.pruner.report():
+            tf.summary.scalar(f"sparsity/layer/{weight.name}", weight.sparsity, step)
+        log.info("epoch %d: validation loss %.4f accuracy %.4f", step // self.steps_per_epoch,
+                 val_loss, val_accuracy)
+
+    def results(self):
+        val_loss, val_accuracy = self.evaluate(self.splits.validation)
+        test_loss, test_accuracy = self.evaluate(self.splits.test)
+        cost = accounting.model_cost(self.model)
+        seconds = float(self.train_seconds.numpy())
+        return {
+            "config": dataclasses.asdict(self.config),
+            "data_source": self.splits.source,
+            "num_train": len(self.splits.train), "num_validation": len(self.splits.validation),
+            "num_test": len(self.splits.test),
+            "steps": self.step,
+            "pruning": dataclasses.asdict(self.pruning_config),
+            "validation_loss": val_loss, "validation_accuracy": val_accuracy,
+            "test_loss": test_loss, "test_accuracy": test_accuracy,
+            **cost.summary(),
+            "train_seconds": seconds,
+            "images_per_second": self.step * self.config.batch_size / seconds if seconds else math.nan,
+            "num_replicas": self.strategy.num_replicas_in_sync,
+            "layers": [dataclasses.asdict(c) for c in cost.layers],
+        }
+
+    def export(self):
+        """Writes the stripped (wrapper-free, still sparse) model as a SavedModel."""
+        self.pruner.apply_masks()
+        stripped = pruning.strip(self.model)
+        self.run.save_directory_atomic(self.run.saved_model, stripped.save)
+
+
+def train(model_fn, splits, config, run_dir, strategy=None):
+    """Trains (or resumes) a run and returns its results, also written to results.json."""
+    run = RunDir(run_dir)
+    run.claim(dataclasses.asdict(config))
+    trainer = Trainer(model_fn, splits, config, run_dir, strategy)
+    started = time.perf_counter()
+    trainer.fit()
+    results = trainer.results()
+    trainer.export()
+    results["wall_seconds_this_invocation"] = time.perf_counter() - started
+    write_json_atomic(run.results, results)
+    return results

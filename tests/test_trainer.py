@@ -1,0 +1,61 @@
+"""The fixed-architecture trainer: a tiny real run, a MirroredStrategy run, resume and refusal."""
+import dataclasses
+import json
+
+import pytest
+import tensorflow as tf
+
+from scas_tf import configs, data, trainer
+from scas_tf.errors import ScasError
+from scas_tf.models import build_baseline
+
+TINY = dataclasses.replace(configs.TRAIN_PRESETS["tiny"], target_sparsity=0.8, epochs=1)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return data.load_splits("mnist_mini", validation_fraction=TINY.validation_fraction)
+
+
+def run(splits, config, run_dir, strategy=None):
+    return trainer.train(lambda: build_baseline(config.arch, splits.info), splits, config, run_dir, strategy)
+
+
+def test_tiny_run_learns_reaches_sparsity_and_writes_its_folder(splits, tmp_path):
+    results = run(splits, TINY, tmp_path)
+    assert results["steps"] == len(splits.train) // TINY.batch_size
+    assert abs(results["weight_sparsity"] - 0.8) < 0.01  # every kernel counted, depthwise included
+    assert results["nonzero_prunable_params"] < results["prunable_params"] * 0.21
+    assert results["sparse_macs"] < 0.3 * results["dense_macs"]
+    assert results["test_accuracy"] > 0.5  # well above the 0.1 of chance, after one small epoch
+    assert results["images_per_second"] > 0 and results["train_seconds"] > 0
+    assert json.loads((tmp_path / "results.json").read_text())["steps"] == results["steps"]
+    assert json.loads((tmp_path / "config.json").read_text())["target_sparsity"] == 0.8
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    reloaded = tf.saved_model.load(str(tmp_path / "saved_model"))
+    kernels = [v for v in reloaded.variables if "kernel" in v.name]
+    assert kernels and not any("mask" in v.name for v in reloaded.variables)
+    zeros = sum(int(tf.size(k)) - int(tf.math.count_nonzero(k)) for k in kernels)
+    assert zeros / sum(int(tf.size(k)) for k in kernels) == pytest.approx(0.8, abs=0.01)
+
+
+def test_mirrored_strategy_over_two_cpus_trains_the_same_way(splits, tmp_path):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    results = run(splits, TINY, tmp_path, strategy)
+    assert results["num_replicas"] == 2
+    assert results["steps"] == len(splits.train) // TINY.batch_size
+    assert abs(results["weight_sparsity"] - 0.8) < 0.01
+    assert results["test_accuracy"] > 0.5
+
+
+def test_folder_of_another_config_is_refused(splits, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(dataclasses.asdict(TINY)))
+    with pytest.raises(ScasError, match=r"another config \(target_sparsity=0.8 there vs 0.5 now\)"):
+        run(splits, dataclasses.replace(TINY, target_sparsity=0.5), tmp_path)
+
+
+def test_pruning_window_ends_on_an_update_step():
+    config = trainer.TrainConfig(pruning_begin=0.1, pruning_end=0.6, pruning_frequency=7)
+    schedule = config.pruning_config(total_steps=1000)
+    assert schedule.begin_step == 100 and (schedule.end_step - schedule.begin_step) % 7 == 0
+    assert schedule.end_step <= 600
