@@ -1,9 +1,11 @@
 """The `scas` command line.
 
     scas train --dataset=mnist_mini --target_sparsity=0.9 --output_dir=runs/quickstart
+    scas search --method=enas_micro --preset=cpu --target_sparsity=0.9 --dataset=mnist
+    scas train --arch_file=runs/search/architecture.txt --target_sparsity=0.9
 
-Flags left out take their value from --preset; every TrainConfig field is a flag. Errors in
-the user's input are reported as one line (`scas: error: ...`) with exit status 2.
+Flags left out take their value from --preset; every field of TrainConfig and EnasConfig is a
+flag. Errors in the user's input are reported as one line (`scas: error: ...`), exit status 2.
 """
 import dataclasses
 import logging
@@ -13,25 +15,30 @@ from pathlib import Path
 from absl import app, flags
 
 import scas_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from scas_tf import configs, data, distribute, trainer
+from scas_tf import architectures, configs, data, distribute, trainer
 from scas_tf.errors import ScasError
-from scas_tf.models import ARCHITECTURES, build_baseline
+from scas_tf.search import enas
 
-COMMANDS = ("train",)
 FLAG_TYPES = {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_bool,
               str: flags.DEFINE_string}
+COMMAND_CONFIGS = {"train": trainer.TrainConfig, "search": enas.EnasConfig}
 
 
-def define_config_flags(config_class):
+def define_config_flags():
     """One flag per config field, default None so that an absent flag keeps the preset's value."""
-    for field in dataclasses.fields(config_class):
-        FLAG_TYPES[field.type](field.name, None, f"{field.metadata['help']} (preset: {field.default!r})")
+    for config_class in COMMAND_CONFIGS.values():
+        for field in dataclasses.fields(config_class):
+            if field.name not in flags.FLAGS:
+                FLAG_TYPES[field.type](field.name, None, field.metadata["help"])
 
 
-define_config_flags(trainer.TrainConfig)
-flags.DEFINE_enum("preset", "standard", list(configs.TRAIN_PRESETS), "Preset the other flags override.")
+define_config_flags()
+flags.DEFINE_string("preset", None, "Preset the other flags override: train: "
+                    f"{'|'.join(configs.TRAIN_PRESETS)} (default standard); search: "
+                    f"{'|'.join(configs.SEARCH_PRESETS)} (default cpu).")
+flags.DEFINE_string("arch_file", None, "train: an architecture file written by `scas search`.")
 flags.DEFINE_string("output_dir", None, "Run folder; re-running with the same folder resumes. "
-                    "Default: runs/<arch>-<dataset>-s<target_sparsity>.")
+                    "Default: runs/<arch or method>-<dataset>-s<target_sparsity>.")
 flags.DEFINE_string("data_dir", None, "Folder with the datasets' original files (MNIST idx, CIFAR "
                     "python pickles); default $SCAS_DATA_DIR. tensorflow_datasets is tried next.")
 flags.DEFINE_bool("tfds_download", False, "Let tensorflow_datasets download a dataset it lacks.")
@@ -40,30 +47,75 @@ flags.DEFINE_enum("strategy", "auto", list(distribute.STRATEGIES),
 FLAGS = flags.FLAGS
 
 
-def config_from_flags():
-    preset = configs.TRAIN_PRESETS[FLAGS.preset]
-    overrides = {f.name: FLAGS[f.name].value for f in dataclasses.fields(preset)
-                 if FLAGS[f.name].value is not None}
+def preset_config(command):
+    if command == "train":
+        name = FLAGS.preset or "standard"
+        if name not in configs.TRAIN_PRESETS:
+            raise ScasError(f"unknown train preset {name!r}; choose one of {', '.join(configs.TRAIN_PRESETS)}")
+        return configs.TRAIN_PRESETS[name]
+    name = FLAGS.preset or "cpu"
+    if name not in configs.SEARCH_PRESETS:
+        raise ScasError(f"unknown search preset {name!r}; choose one of {', '.join(configs.SEARCH_PRESETS)}")
+    method = FLAGS.method or "enas_macro"
+    if method not in enas.METHODS:
+        raise ScasError(f"unknown method {method!r}; choose one of {', '.join(enas.METHODS)}")
+    return configs.enas_preset(method, name)
+
+
+def config_from_flags(command):
+    """The command's preset with every flag given on the command line applied."""
+    preset = preset_config(command)
+    fields = {f.name for f in dataclasses.fields(preset)}
+    foreign = [name for config_class in COMMAND_CONFIGS.values() for name in
+               (f.name for f in dataclasses.fields(config_class))
+               if name not in fields and FLAGS[name].present]
+    if foreign:
+        raise ScasError(f"--{foreign[0]} does not apply to `scas {command}`")
+    overrides = {name: FLAGS[name].value for name in fields if FLAGS[name].present}
+    if command == "train" and FLAGS.arch_file:
+        overrides["arch"] = architectures.read_arch_file(FLAGS.arch_file)
     return dataclasses.replace(preset, **overrides)
 
 
-def default_output_dir(config):
-    return Path("runs") / f"{config.arch}-{config.dataset}-s{config.target_sparsity:g}"
+def output_dir(name, config):
+    return Path(FLAGS.output_dir or Path("runs") / f"{name}-{config.dataset}-s{config.target_sparsity:g}")
+
+
+def load_splits(config):
+    return data.load_splits(config.dataset, FLAGS.data_dir, config.validation_fraction,
+                            config.seed, FLAGS.tfds_download)
+
+
+def summary_line(results, what):
+    return (f"{what}: test accuracy {results['test_accuracy']:.4f}, params {results['params']:,} "
+            f"({results['nonzero_params']:,} non-zero), MACs {results['dense_macs']:,} dense / "
+            f"{results['sparse_macs']:,} sparse")
 
 
 def train_command(config):
-    if config.arch not in ARCHITECTURES:
-        raise ScasError(f"unknown architecture {config.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-    output_dir = Path(FLAGS.output_dir or default_output_dir(config))
+    space, _ = architectures.parse(config.arch)
+    name = space or config.arch
+    folder = output_dir(name, config)
     strategy = distribute.make_strategy(FLAGS.strategy)
-    splits = data.load_splits(config.dataset, FLAGS.data_dir, config.validation_fraction,
-                              config.seed, FLAGS.tfds_download)
-    results = trainer.train(lambda: build_baseline(config.arch, splits.info), splits, config,
-                            output_dir, strategy)
-    print(f"{config.arch} on {config.dataset} at target sparsity {config.target_sparsity:g}: "
-          f"test accuracy {results['test_accuracy']:.4f}, params {results['params']:,} "
-          f"({results['nonzero_params']:,} non-zero), MACs {results['dense_macs']:,} dense / "
-          f"{results['sparse_macs']:,} sparse; results in {output_dir / 'results.json'}")
+    splits = load_splits(config)
+    results = trainer.train(
+        lambda: architectures.build_model(config.arch, splits.info, config.filters, config.num_layers),
+        splits, config, folder, strategy)
+    print(summary_line(results, f"{name} on {config.dataset} at target sparsity {config.target_sparsity:g}")
+          + f"; results in {folder / 'results.json'}")
+
+
+def search_command(config):
+    folder = output_dir(config.method, config)
+    strategy = distribute.make_strategy(FLAGS.strategy)
+    splits = load_splits(config)
+    results = enas.run_search(config, splits, folder, strategy)
+    print(f"{config.method} found {results['architecture']}")
+    print(summary_line(results["final"], f"trained from scratch at target sparsity {config.target_sparsity:g}")
+          + f"; results in {folder / 'results.json'}")
+
+
+COMMANDS = {"train": train_command, "search": search_command}
 
 
 def main(argv):
@@ -71,7 +123,7 @@ def main(argv):
         raise app.UsageError(f"expected one command, one of: {', '.join(COMMANDS)}; got {argv[1:]}")
     logging.getLogger("scas").setLevel(logging.INFO)
     try:
-        train_command(config_from_flags())
+        COMMANDS[argv[1]](config_from_flags(argv[1]))
     except (ScasError, OSError) as e:  # OSError: e.g. an output_dir that cannot be written
         print(f"scas: error: {e}", file=sys.stderr)
         sys.exit(2)

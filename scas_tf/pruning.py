@@ -9,7 +9,7 @@ Every search method and the trainer prune through this module:
 * `Pruner` moves all masks of a model from one global optimiser step through tfmot's
   `PolynomialDecay`. tfmot's wrappers would otherwise each count their own `training=True`
   calls, which drifts under weight sharing (ENAS) and extra forward passes (DARTS); so the
-  wrappers get a schedule that never fires and the Pruner does the mask updates.
+  wrappers (`MaskedLayer`) only apply masks and the Pruner does the mask updates.
 * `prune_tensor` is the functional form for weights that are tensors, not variables
   (SMASH's generated weights), on the same schedule object.
 """
@@ -53,6 +53,16 @@ class PruningConfig:
             frequency=self.frequency)
 
 
+def gradual_config(target_sparsity, total_steps, begin_fraction, end_fraction, frequency=0):
+    """A schedule over fractions of a run: frequency 0 means about 50 mask updates in all.
+    The window is a whole number of update intervals, so the last update hits the target."""
+    begin = int(begin_fraction * total_steps)
+    span = max(1, int(end_fraction * total_steps) - begin)
+    frequency = frequency or max(1, span // 50)
+    end = begin + frequency * max(1, span // frequency)
+    return PruningConfig(target_sparsity, begin, end, frequency)
+
+
 class PrunableDepthwiseConv2D(keras.layers.DepthwiseConv2D, tfmot_sparsity.PrunableLayer):
     """DepthwiseConv2D whose kernel tfmot prunes (its registry prunes nothing of depthwise)."""
 
@@ -60,19 +70,23 @@ class PrunableDepthwiseConv2D(keras.layers.DepthwiseConv2D, tfmot_sparsity.Pruna
         return [self.depthwise_kernel]
 
 
-class _MasksMovedByPruner(tfmot_sparsity.PruningSchedule):
-    """Stops a wrapper from updating its own masks from its per-wrapper call counter."""
+class MaskedLayer(PruneLowMagnitude):
+    """tfmot's pruning wrapper without its own step counting and mask updates.
 
-    def __call__(self, step):
-        return tf.constant(False), tf.constant(0.0)
+    tfmot's wrapper counts its `training=True` calls and may update its masks on each; here
+    the Pruner moves every mask from the global step, so the wrapper only applies its masks
+    (the wrapped conv/dense layers behave the same in training and inference). This also keeps
+    a counter assignment and a conditional out of every training graph.
+    """
 
-    def get_config(self):
-        return {"class_name": type(self).__name__, "config": {}}
+    def call(self, inputs, training=None, **kwargs):
+        return super().call(inputs, training=False, **kwargs)
 
 
 def prunable(layer):
     """Wraps `layer` so that its kernel is masked; a `Pruner` decides the masks."""
-    return tfmot_sparsity.prune_low_magnitude(layer, pruning_schedule=_MasksMovedByPruner())
+    # The schedule is tfmot's required argument but never consulted: no training-mode call.
+    return MaskedLayer(layer, pruning_schedule=tfmot_sparsity.ConstantSparsity(0.0, 0))
 
 
 def magnitude_mask(weights, sparsity):
@@ -125,10 +139,6 @@ class Pruner:
         wrappers = find_wrappers(model)
         if any(not w.built for w in wrappers):
             raise ValueError("build the model (call it once) before creating its Pruner")
-        for wrapper in wrappers:
-            # tfmot asserts its own counter was initialised, as its UpdatePruningStep callback does.
-            if wrapper.pruning_step < 0:
-                wrapper.pruning_step.assign(0)
         self.pruning_vars = [v for w in wrappers for v in w.pruning_vars]
         self._mask_by_weight = {weight.ref(): mask for weight, mask, _ in self.pruning_vars}
 

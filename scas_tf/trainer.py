@@ -29,7 +29,10 @@ def option(default, help_text):
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run (a resumed run must match it exactly)."""
-    arch: str = option("small_cnn", "Architecture to train: a built-in baseline CNN.")
+    arch: str = option("small_cnn", "Architecture: a baseline CNN's name, or '<space>:<encoding>' "
+                       "of a searched one (see --arch_file).")
+    filters: int = option(0, "Width of a searched architecture (first-stage filters); 0 = its default.")
+    num_layers: int = option(0, "Cells of a searched micro architecture; 0 = its default.")
     dataset: str = option("mnist_mini", "Dataset: mnist_mini (embedded), mnist, cifar10, cifar100.")
     epochs: int = option(10, "Training epochs.")
     batch_size: int = option(128, "Global batch size (split across replicas).")
@@ -66,35 +69,55 @@ class TrainConfig:
             raise ScasError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ScasError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        if min(self.checkpoint_every_steps, self.pruning_frequency, self.weight_decay, self.warmup_epochs) < 0:
-            raise ScasError("checkpoint_every_steps, pruning_frequency, weight_decay and warmup_epochs "
-                            "must not be negative")
+        if min(self.filters, self.num_layers, self.checkpoint_every_steps, self.pruning_frequency, self.weight_decay, self.warmup_epochs) < 0:
+            raise ScasError("filters, num_layers, checkpoint_every_steps, pruning_frequency, "
+                            "weight_decay and warmup_epochs must not be negative")
         data.dataset_info(self.dataset)
 
     def pruning_config(self, total_steps):
-        """Schedule in steps; the window is a whole number of update intervals so the last
-        update lands exactly on the target."""
-        begin = int(self.pruning_begin * total_steps)
-        span = max(1, int(self.pruning_end * total_steps) - begin)
-        frequency = self.pruning_frequency or max(1, span // 50)
-        end = begin + frequency * max(1, span // frequency)
-        return pruning.PruningConfig(self.target_sparsity, begin, end, frequency)
+        return pruning.gradual_config(self.target_sparsity, total_steps, self.pruning_begin,
+                                      self.pruning_end, self.pruning_frequency)
 
 
-def make_optimizer(config, total_steps, steps_per_epoch):
-    warmup = int(config.warmup_epochs * steps_per_epoch)
+def make_sgd(learning_rate, min_learning_rate, total_steps, warmup_steps=0, momentum=0.9,
+             nesterov=True, grad_clip_norm=0.0):
+    """SGD with momentum on a cosine schedule (optional linear warm-up) and optional clipping."""
     schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else config.learning_rate,
-        decay_steps=max(1, total_steps - warmup),
-        alpha=config.min_learning_rate / config.learning_rate,
-        warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
-    return keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=config.nesterov,
-                                global_clipnorm=config.grad_clip_norm or None)
+        initial_learning_rate=0.0 if warmup_steps else learning_rate,
+        decay_steps=max(1, total_steps - warmup_steps),
+        alpha=min_learning_rate / learning_rate,
+        warmup_target=learning_rate if warmup_steps else None, warmup_steps=warmup_steps)
+    return keras.optimizers.SGD(schedule, momentum=momentum, nesterov=nesterov,
+                                global_clipnorm=grad_clip_norm or None)
 
 
 def kernels(model):
     """The weights L2 decay applies to: conv, depthwise and dense kernels (rank >= 2)."""
     return [v for v in model.trainable_variables if v.shape.rank >= 2]
+
+
+def cross_entropy(labels, logits, label_smoothing=0.0):
+    """Per-example softmax cross-entropy against (optionally smoothed) one-hot labels."""
+    num_classes = logits.shape[-1]
+    targets = tf.one_hot(labels, num_classes) * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return tf.nn.softmax_cross_entropy_with_logits(targets, logits)
+
+
+def pruned_sgd_step(model, forward, labels, optimizer, pruner, weight_decay, global_batch_size,
+                    label_smoothing=0.0):
+    """One replica's optimiser step on the loss of `forward()` (logits) plus L2 decay, with
+    pruned weights' gradients blocked. Shared by the trainer and the searchers' child steps.
+    Returns (per-example loss, logits)."""
+    with tf.GradientTape() as tape:
+        logits = forward()
+        per_example = cross_entropy(labels, logits, label_smoothing)
+        decay = weight_decay * tf.add_n([tf.nn.l2_loss(k) for k in kernels(model)])
+        loss = (tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+                + tf.nn.scale_regularization_loss(decay))
+    variables = model.trainable_variables
+    gradients = pruner.mask_gradients(tape.gradient(loss, variables), variables)
+    optimizer.apply_gradients((g, v) for g, v in zip(gradients, variables) if g is not None)
+    return per_example, logits
 
 
 class Trainer:
@@ -109,16 +132,17 @@ class Trainer:
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
             self.model = model_fn()
-            self.optimizer = make_optimizer(config, self.total_steps, self.steps_per_epoch)
+            self.optimizer = make_sgd(
+                config.learning_rate, config.min_learning_rate, self.total_steps,
+                int(config.warmup_epochs * self.steps_per_epoch), config.momentum, config.nesterov,
+                config.grad_clip_norm)
+            self.optimizer.build(self.model.trainable_variables)  # else the first trace makes slots
             self.pruner = pruning.Pruner(self.model, self.pruning_config)
             self.train_loss = keras.metrics.Mean()
             self.train_accuracy = keras.metrics.SparseCategoricalAccuracy()
             self.eval_loss = keras.metrics.SparseCategoricalCrossentropy(from_logits=True)
             self.eval_accuracy = keras.metrics.SparseCategoricalAccuracy()
             self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-        self.loss_fn = keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=config.label_smoothing,
-            reduction=keras.losses.Reduction.NONE)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               train_seconds=self.train_seconds)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.run.checkpoints), max_to_keep=2)
@@ -128,16 +152,9 @@ class Trainer:
         return int(self.optimizer.iterations.numpy())
 
     def replica_train_step(self, images, labels):
-        with tf.GradientTape() as tape:
-            logits = self.model(images, training=True)
-            one_hot = tf.one_hot(labels, logits.shape[-1])
-            per_example = self.loss_fn(one_hot, logits)
-            decay = self.config.weight_decay * tf.add_n([tf.nn.l2_loss(k) for k in kernels(self.model)])
-            loss = (tf.nn.compute_average_loss(per_example, global_batch_size=self.config.batch_size)
-                    + tf.nn.scale_regularization_loss(decay))
-        variables = self.model.trainable_variables
-        gradients = self.pruner.mask_gradients(tape.gradient(loss, variables), variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        per_example, logits = pruned_sgd_step(
+            self.model, lambda: self.model(images, training=True), labels, self.optimizer, self.pruner,
+            self.config.weight_decay, self.config.batch_size, self.config.label_smoothing)
         self.train_loss.update_state(per_example)
         self.train_accuracy.update_state(labels, logits)
 

@@ -46,8 +46,8 @@ def test_corrupt_data_file_is_named(tmp_path):
 
 
 def test_unknown_command_and_non_numeric_flag():
-    result = scas("search")
-    assert result.returncode != 0 and "expected one command, one of: train" in result.stderr
+    result = scas("prune")
+    assert result.returncode != 0 and "expected one command, one of: train, search" in result.stderr
     result = scas("train", "--epochs=many")
     assert result.returncode != 0 and "flag --epochs=many" in result.stderr
 

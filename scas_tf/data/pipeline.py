@@ -76,18 +76,18 @@ def steps_per_epoch(split, batch_size):
     return steps
 
 
-def train_dataset(split, info, batch_size, seed, epoch, start_batch=0):
-    """One epoch of shuffled, augmented training batches, starting at batch `start_batch`."""
+def train_dataset(split, info, batch_size, seed, epoch, start_batch=0, augment=None):
+    """One epoch of shuffled (by default augmented) batches, starting at batch `start_batch`."""
     num_steps = steps_per_epoch(split, batch_size)
     order = np.random.default_rng([seed, epoch]).permutation(len(split))[:num_steps * batch_size]
     order = order[start_batch * batch_size:]
     images, labels = split.tensors
     ds = tf.data.Dataset.from_tensor_slices(order)
-    if info.augment:
-        def augment(index):
+    if info.augment if augment is None else augment:
+        def augment_one(index):
             image_seed = tf.stack([tf.constant(seed * 1_000_003 + epoch, tf.int64), index])
             return random_crop_and_flip(tf.gather(images, index), image_seed), tf.gather(labels, index)
-        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=True)
+        ds = ds.map(augment_one, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=True)
     else:
         ds = ds.batch(batch_size, drop_remainder=True).map(
             lambda index: (tf.gather(images, index), tf.gather(labels, index)))

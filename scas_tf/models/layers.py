@@ -42,7 +42,27 @@ def separable_conv_bn_relu(x, filters, kernel_size, strides=1, dilation_rate=1, 
     return keras.layers.ReLU()(batch_norm(x))
 
 
-def classifier(x, num_classes, name="classifier"):
-    """Global average pooling and a prunable dense layer to logits."""
+def classifier(x, num_classes, dropout=0.0, name="classifier"):
+    """Global average pooling, optional dropout and a prunable dense layer to logits."""
     x = keras.layers.GlobalAveragePooling2D()(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout)(x)
     return pruning.prunable(keras.layers.Dense(num_classes, name=name))(x)
+
+
+def factorized_reduction(x, filters, name=None, norm=batch_norm):
+    """Halves height and width without dropping pixels: two stride-2 1x1 convolutions, the
+    second on the input shifted by one pixel, concatenated, then BN (ENAS, DARTS). `norm`
+    replaces the BN where a weight-sharing supernet normalises differently."""
+    half = filters // 2
+    path1 = conv(x, half, 1, strides=2, name=name and name + "_path1")
+    shifted = keras.layers.Cropping2D(((1, 0), (1, 0)))(keras.layers.ZeroPadding2D(((0, 1), (0, 1)))(x))
+    path2 = conv(shifted, filters - half, 1, strides=2, name=name and name + "_path2")
+    return norm(keras.layers.Concatenate()([path1, path2]))
+
+
+def submodel(input_shape, build):
+    """A functional sub-network of `build` whose weights exist once; weight-sharing supernets
+    call it inside tf.switch_case, while fixed builders call `build` on their own tensors."""
+    inputs = keras.Input(input_shape)
+    return keras.Model(inputs, build(inputs))

@@ -1,0 +1,205 @@
+"""ENAS micro search space: the fixed-architecture builder and the shared-weight supernet.
+
+Both build every block (candidate ops, input calibration, factorized reduction, stem, head)
+from the same functional helpers, so a searched op and its final-training counterpart are the
+same layers; only the normalisation differs (`norm`: BN in the fixed network, batch-statistics
+BN in the supernet, as in the reference's search child). Both follow the reference's
+search-mode layout: at a reduction layer the previous output is first factorized-reduced and
+the reduction cell runs at stride 1 on [previous, reduced previous] (the reference's fixed mode
+instead runs stride-2 ops on the reduction cell's inputs).
+"""
+import functools
+
+import tensorflow as tf
+import tf_keras as keras
+
+from scas_tf.errors import ScasError
+from scas_tf.models import layers
+from scas_tf.spaces.enas_micro import CELL_LENGTH, NUM_NODES, OPS, MicroArch, unused_nodes
+
+
+def reduction_layers(num_layers):
+    """Indices of the reduction cells among the num_layers + 2 cells (reference: N//3, 2(N//3)+1)."""
+    distance = num_layers // 3
+    return (distance, 2 * distance + 1)
+
+
+def cell_plan(num_layers, filters):
+    """(is_reduction, filters) per cell: filters double at each reduction cell."""
+    if num_layers < 0 or filters < 1:
+        raise ScasError(f"ENAS micro needs num_layers >= 0 and filters >= 1, got {num_layers}, {filters}")
+    plan = []
+    for layer in range(num_layers + 2):
+        is_reduction = layer in reduction_layers(num_layers)
+        filters *= 2 if is_reduction else 1
+        plan.append((is_reduction, filters))
+    return plan
+
+
+class BatchStatsNormalization(keras.layers.Layer):
+    """BN by the current batch's statistics, in training and evaluation alike, as the
+    reference's search child does: with weights shared across architectures, moving averages
+    would describe no single architecture, so rewards would be computed on wrong statistics."""
+
+    def build(self, input_shape):
+        channels = [input_shape[-1]]
+        self.gamma = self.add_weight("gamma", channels, initializer="ones")
+        self.beta = self.add_weight("beta", channels, initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        mean, variance = tf.nn.moments(inputs, axes=[0, 1, 2])
+        return tf.nn.batch_normalization(inputs, mean, variance, self.beta, self.gamma, 1e-5)
+
+
+def batch_stats_norm(x):
+    return BatchStatsNormalization()(x)
+
+
+def stem(x, filters, norm=layers.batch_norm):
+    """3x3 convolution to 3F channels and BN, no ReLU (each consumer applies its own)."""
+    return norm(layers.conv(x, 3 * filters, 3))
+
+
+def relu_conv_bn(x, filters, norm=layers.batch_norm):
+    return norm(layers.conv(keras.layers.ReLU()(x), filters, 1))
+
+
+def separable(x, filters, kernel_size, norm=layers.batch_norm):
+    """The reference's sep op: (ReLU, depthwise kxk, pointwise 1x1, BN) twice."""
+    for _ in range(2):
+        x = layers.depthwise_conv(keras.layers.ReLU()(x), kernel_size)
+        x = norm(layers.conv(x, filters, 1))
+    return x
+
+
+def candidate_op(x, op, filters, norm=layers.batch_norm):
+    """OPS[op] at stride 1; x already has `filters` channels (calibrated), so pools and identity
+    keep the node's shape."""
+    name = OPS[op]
+    if name.startswith("sep"):
+        return separable(x, filters, int(name[-1]), norm)
+    if name == "avg3x3":
+        return keras.layers.AveragePooling2D(3, strides=1, padding="same")(x)
+    if name == "max3x3":
+        return keras.layers.MaxPooling2D(3, strides=1, padding="same")(x)
+    return x
+
+
+def calibrate(x, size, filters, norm=layers.batch_norm):
+    """Brings a cell input to spatial `size` and `filters` channels (reference
+    `_maybe_calibrate_size`): a larger input is factorized-reduced, a channel mismatch
+    projected by ReLU-1x1 conv-BN; a matching input passes unchanged."""
+    if tuple(x.shape[1:3]) != tuple(size):
+        return layers.factorized_reduction(keras.layers.ReLU()(x), filters, norm=norm)
+    if x.shape[-1] != filters:
+        return relu_conv_bn(x, filters, norm)
+    return x
+
+
+def head(x, num_classes, dropout):
+    return layers.classifier(keras.layers.ReLU()(x), num_classes, dropout)
+
+
+def fixed_cell(inputs, cell, filters):
+    """One cell of a fixed architecture; its output concatenates the unused nodes."""
+    size = inputs[1].shape[1:3]
+    nodes = [calibrate(x, size, filters) for x in inputs]
+    for node in range(NUM_NODES):
+        index1, op1, index2, op2 = cell[4 * node:4 * node + 4]
+        pair = [candidate_op(nodes[index1], op1, filters), candidate_op(nodes[index2], op2, filters)]
+        nodes.append(keras.layers.Add()(pair))
+    outputs = [nodes[i] for i in unused_nodes(cell)]
+    return outputs[0] if len(outputs) == 1 else keras.layers.Concatenate()(outputs)
+
+
+def build_micro_model(arch, info, num_layers=6, filters=20, dropout=0.2):
+    """The network of `arch` (a MicroArch or its text) for training from scratch: stem, then
+    num_layers + 2 cells, reduction cells at reduction_layers(num_layers). Default dropout is
+    the reference's final training (keep_prob 0.8); no auxiliary head, no drop-path."""
+    if not isinstance(arch, MicroArch):
+        arch = MicroArch.from_text(arch)
+    inputs = keras.Input(info.image_shape)
+    prev_prev = prev = stem(inputs, filters)
+    for is_reduction, cell_filters in cell_plan(num_layers, filters):
+        if is_reduction:
+            prev_prev, prev = prev, layers.factorized_reduction(prev, cell_filters)
+        cell = arch.reduce if is_reduction else arch.normal
+        prev_prev, prev = prev, fixed_cell([prev_prev, prev], cell, cell_filters)
+    return keras.Model(inputs, head(prev, info.num_classes, dropout), name="enas_micro")
+
+
+class SupernetCell(keras.layers.Layer):
+    """A cell whose every (node, slot) holds all candidate ops, chosen by an int32 cell tensor.
+
+    As the set of unused nodes varies, the output is ReLU-1x1 conv-BN of the concatenation of
+    all NUM_NODES + 2 ids with the used ones zeroed: the same as the reference's concat of the unused
+    nodes and 1x1 conv with their gathered weight blocks, i.e. BN(sum_j unused_j *
+    conv_j(ReLU(node_j))), but with a static channel count and one kernel to prune."""
+
+    def __init__(self, input_shapes, filters, **kwargs):
+        super().__init__(**kwargs)
+        size = input_shapes[1][:2]
+        self.node_shape = (*size, filters)
+        self.calibrations = [
+            layers.submodel(shape, lambda x: calibrate(x, size, filters, batch_stats_norm))
+            for shape in input_shapes]
+        self.candidates = [[[
+            layers.submodel(self.node_shape, lambda x, op=op: candidate_op(x, op, filters, batch_stats_norm))
+            for op in range(len(OPS))] for _slot in range(2)] for _node in range(NUM_NODES)]
+        all_nodes_shape = (*size, (NUM_NODES + 2) * filters)
+        self.combine = layers.submodel(all_nodes_shape, lambda x: relu_conv_bn(x, filters, batch_stats_norm))
+
+    def call(self, inputs, cell_arch):
+        # training=False throughout: BN uses batch statistics anyway, and the pruning wrappers'
+        # training-mode bookkeeping is dead weight here (the Pruner moves the masks) that made
+        # the first train step about 3x slower to trace and compile.
+        nodes = [calibration(x, training=False) for calibration, x in zip(self.calibrations, inputs)]
+        uses = []
+        for node, slots in enumerate(self.candidates):
+            available = tf.stack(nodes)
+            pair = []
+            for slot, ops in enumerate(slots):
+                index, op = cell_arch[4 * node + 2 * slot], cell_arch[4 * node + 2 * slot + 1]
+                x = tf.gather(available, index)
+                pair.append(tf.switch_case(op, [functools.partial(o, x, training=False) for o in ops]))
+                uses.append(tf.one_hot(index, NUM_NODES + 2))
+            nodes.append(pair[0] + pair[1])
+        unused = tf.cast(tf.equal(tf.add_n(uses), 0.0), nodes[-1].dtype)
+        channel_mask = tf.repeat(unused, nodes[-1].shape[-1])
+        return self.combine(tf.concat(nodes, axis=-1) * channel_mask, training=False)
+
+
+class MicroSupernet(keras.Model):
+    """The shared-weight child of the search: call(images, arch) with `arch` an int32 tensor of
+    MicroArch.actions. One traced function serves every architecture (ops by tf.switch_case,
+    inputs by tf.gather). Weights exist once per (cell, node, slot, op); the reference also
+    keeps sep-op weights per chosen input index, which this does not. Filters double at each
+    reduction cell, as in the fixed network. BN always normalises by batch statistics (as the
+    reference's search child), so `training` only switches the head's dropout."""
+
+    def __init__(self, info, num_layers=6, filters=20, dropout=0.1):
+        super().__init__(name="enas_micro_supernet")
+        self.stem = layers.submodel(info.image_shape, lambda x: stem(x, filters, batch_stats_norm))
+        shapes = [self.stem.output_shape[1:]] * 2
+        self.reductions, self.cells = [], []
+        for layer, (is_reduction, cell_filters) in enumerate(cell_plan(num_layers, filters)):
+            reduction = None
+            if is_reduction:
+                reduction = layers.submodel(
+                    shapes[1], lambda x: layers.factorized_reduction(x, cell_filters, norm=batch_stats_norm))
+                shapes = [shapes[1], reduction.output_shape[1:]]
+            cell = SupernetCell(shapes, cell_filters, name=f"cell_{layer}")
+            self.reductions.append(reduction)
+            self.cells.append(cell)
+            shapes = [shapes[1], cell.node_shape]
+        self.head = layers.submodel(shapes[1], lambda x: head(x, info.num_classes, dropout))
+
+    def call(self, images, arch, training=False):
+        cell_archs = (arch[:CELL_LENGTH], arch[CELL_LENGTH:])
+        prev_prev = prev = self.stem(images, training=False)
+        for reduction, cell in zip(self.reductions, self.cells):
+            if reduction is not None:
+                prev_prev, prev = prev, reduction(prev, training=False)
+            prev_prev, prev = prev, cell([prev_prev, prev], cell_archs[reduction is not None])
+        return self.head(prev, training=training)

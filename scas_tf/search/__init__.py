@@ -1,0 +1,1 @@
+"""Searchers: which architecture encoding is good (ENAS controller + REINFORCE, ...)."""

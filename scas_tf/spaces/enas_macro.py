@@ -1,0 +1,98 @@
+"""ENAS macro search space: the encoding (sample, text, parse, validate).
+
+A network is a stem 3x3 convolution followed by L layers; layer i picks one of six ops and a
+skip bit for each earlier layer 0..i-1. The text form is the reference implementation's: per
+layer i, `op skip_0 .. skip_{i-1}`, all integers separated by spaces (separators `|` allowed),
+so published ENAS architectures can be read.
+"""
+import dataclasses
+import math
+
+import numpy as np
+
+from scas_tf.errors import ScasError
+from scas_tf.spaces import Decision
+
+OPS = ("conv3x3", "sep3x3", "conv5x5", "sep5x5", "avgpool3x3", "maxpool3x3")
+
+
+def pool_layers(num_layers):
+    """Layers after which every stored output is spatially halved (reference: L//3-1, 2L//3-1)."""
+    return (num_layers // 3 - 1, 2 * num_layers // 3 - 1)
+
+
+def num_layers_for_length(length):
+    """Inverts length = L(L+1)/2, or None when no L fits."""
+    num_layers = int((math.isqrt(8 * length + 1) - 1) // 2)
+    return num_layers if num_layers * (num_layers + 1) // 2 == length and num_layers > 0 else None
+
+
+@dataclasses.dataclass(frozen=True)
+class MacroArch:
+    ops: tuple  # per layer, an index into OPS
+    skips: tuple  # per layer i, a tuple of i bits: 1 = the output of layer j is added
+
+    @property
+    def num_layers(self):
+        return len(self.ops)
+
+    @property
+    def actions(self):
+        """The flat integer sequence, in the controller's decision order (= the text order)."""
+        return tuple(v for op, bits in zip(self.ops, self.skips) for v in (op, *bits))
+
+    @classmethod
+    def from_actions(cls, actions):
+        actions = [int(a) for a in actions]
+        num_layers = num_layers_for_length(len(actions))
+        if num_layers is None:
+            raise ScasError(f"malformed ENAS macro architecture: {len(actions)} integers is not "
+                            "L(L+1)/2 for any number of layers L")
+        ops, skips, pos = [], [], 0
+        for layer in range(num_layers):
+            ops.append(actions[pos])
+            skips.append(tuple(actions[pos + 1:pos + 1 + layer]))
+            pos += 1 + layer
+        arch = cls(tuple(ops), tuple(skips))
+        arch.validate()
+        return arch
+
+    @classmethod
+    def from_text(cls, text):
+        tokens = text.replace("|", " ").split()
+        try:
+            return cls.from_actions(int(t) for t in tokens)
+        except ValueError:
+            bad = next(t for t in tokens if not t.lstrip("-").isdigit())
+            raise ScasError(f"malformed ENAS macro architecture: {bad!r} is not an integer") from None
+
+    def to_text(self):
+        return " ".join(str(a) for a in self.actions)
+
+    def validate(self):
+        for layer, (op, bits) in enumerate(zip(self.ops, self.skips)):
+            if not 0 <= op < len(OPS):
+                raise ScasError(f"malformed ENAS macro architecture: layer {layer} op {op} "
+                                f"is not in 0..{len(OPS) - 1}")
+            if len(bits) != layer or any(b not in (0, 1) for b in bits):
+                raise ScasError(f"malformed ENAS macro architecture: layer {layer} needs {layer} "
+                                f"skip bits of 0 or 1, got {list(bits)}")
+
+    @classmethod
+    def sample(cls, rng, num_layers, skip_rate=0.4):
+        ops = tuple(int(o) for o in rng.integers(0, len(OPS), num_layers))
+        skips = tuple(tuple(int(b) for b in rng.random(i) < skip_rate) for i in range(num_layers))
+        return cls(ops, skips)
+
+    def skip_rate(self):
+        bits = [b for layer_bits in self.skips for b in layer_bits]
+        return float(np.mean(bits)) if bits else 0.0
+
+
+def controller_decisions(num_layers):
+    """Per layer: the op, then its skip bits chosen by attention over earlier layers."""
+    decisions = []
+    for layer in range(num_layers):
+        decisions.append(Decision("op", len(OPS), op_group="macro"))
+        decisions.append(Decision("skips", layer, add_anchor=True))
+    return decisions
