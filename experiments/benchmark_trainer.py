@@ -14,11 +14,10 @@ import time
 from absl import app, flags
 
 import scas_tf  # noqa: F401
-import numpy as np
 import tensorflow as tf
 
+from peak import matmul_gflops, random_splits
 from scas_tf import accounting, data, trainer
-from scas_tf.data.pipeline import Split, Splits
 from scas_tf.models import build_baseline
 
 flags.DEFINE_string("arch", "resnet20", "Baseline architecture to time.")
@@ -28,27 +27,10 @@ flags.DEFINE_integer("matmul_size", 2048, "Side of the square fp32 matmul used f
 FLAGS = flags.FLAGS
 
 
-def matmul_gflops(n, repeats=20):
-    a, b = tf.random.normal([n, n]), tf.random.normal([n, n])
-    matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-    matmul()  # warm-up
-    started = time.perf_counter()
-    for _ in range(repeats):
-        matmul().numpy()
-    return 2 * n ** 3 * repeats / (time.perf_counter() - started) / 1e9
-
-
-def cifar_shaped_splits(num_images):
-    rng = np.random.default_rng(0)
-    split = Split(rng.integers(0, 256, (num_images, 32, 32, 3), dtype=np.uint8),
-                  rng.integers(0, 10, num_images))
-    return Splits(data.dataset_info("cifar10"), split, split, split, source="random")
-
-
 def time_training(arch, target_sparsity, steps, batch_size):
     config = trainer.TrainConfig(arch=arch, dataset="cifar10", batch_size=batch_size,
                                  epochs=1, target_sparsity=target_sparsity, pruning_frequency=1)
-    splits = cifar_shaped_splits(batch_size * (steps + 5))
+    splits = random_splits("cifar10", batch_size * (steps + 5))
     with tempfile.TemporaryDirectory() as run_dir:
         t = trainer.Trainer(lambda: build_baseline(arch, splits.info), splits, config, run_dir)
         dataset = data.train_dataset(splits.train, splits.info, batch_size, seed=0, epoch=0)

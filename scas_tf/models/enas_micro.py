@@ -151,9 +151,7 @@ class SupernetCell(keras.layers.Layer):
         self.combine = layers.submodel(all_nodes_shape, lambda x: relu_conv_bn(x, filters, batch_stats_norm))
 
     def call(self, inputs, cell_arch):
-        # training=False throughout: BN uses batch statistics anyway, and the pruning wrappers'
-        # training-mode bookkeeping is dead weight here (the Pruner moves the masks) that made
-        # the first train step about 3x slower to trace and compile.
+        # training=False throughout: these blocks normalise by batch statistics in any mode.
         nodes = [calibration(x, training=False) for calibration, x in zip(self.calibrations, inputs)]
         uses = []
         for node, slots in enumerate(self.candidates):

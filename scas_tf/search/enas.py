@@ -32,10 +32,18 @@ from scas_tf.trainer import option
 log = logging.getLogger("scas")
 SUM = tf.distribute.ReduceOp.SUM
 
-# Per method: the encoding module and the shared-weight child.
+@dataclasses.dataclass(frozen=True)
+class Space:
+    """What the searcher needs of a search space."""
+    arch_class: type  # the encoding: from_actions, to_text
+    decisions: object  # num_layers -> the controller's Decision sequence
+    supernet: type  # the shared-weight child: (info, num_layers, filters, dropout)
+
+
 METHODS = {
-    "enas_macro": (enas_macro, MacroSupernet),
-    "enas_micro": (enas_micro, MicroSupernet),
+    "enas_macro": Space(enas_macro.MacroArch, enas_macro.controller_decisions, MacroSupernet),
+    "enas_micro": Space(enas_micro.MicroArch, lambda num_layers: enas_micro.controller_decisions(),
+                        MicroSupernet),
 }
 
 
@@ -108,7 +116,7 @@ class EnasSearch:
 
     def __init__(self, config, splits, run_dir, strategy=None):
         self.config, self.splits, self.run = config, splits, RunDir(run_dir)
-        self.space, supernet_class = METHODS[config.method]
+        self.space = METHODS[config.method]
         self.strategy = strategy or tf.distribute.get_strategy()
         self.steps_per_epoch = data.steps_per_epoch(splits.train, config.batch_size)
         self.total_steps = config.epochs * self.steps_per_epoch
@@ -117,7 +125,7 @@ class EnasSearch:
             config.pruning_frequency)
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
-            self.supernet = supernet_class(splits.info, num_layers=config.num_layers,
+            self.supernet = self.space.supernet(splits.info, num_layers=config.num_layers,
                                            filters=config.filters, dropout=config.dropout)
             self.optimizer = trainer.make_sgd(config.learning_rate, config.min_learning_rate,
                                               self.total_steps, grad_clip_norm=config.grad_clip_norm)
@@ -128,12 +136,11 @@ class EnasSearch:
             self.search_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
         # The controller is tiny and sequential: it lives on the host, outside the strategy.
         self.controller = Controller(
-            self.space.controller_decisions(**self.decision_args()), config.lstm_size,
+            self.space.decisions(config.num_layers), config.lstm_size,
             config.tanh_constant, config.op_tanh_reduce, config.temperature or None,
             config.skip_target, config.seed)
         self.reinforce = Reinforce(self.controller, config.controller_learning_rate,
-                                   config.baseline_decay, config.entropy_weight,
-                                   config.skip_weight if config.method == "enas_macro" else 0.0)
+                                   config.baseline_decay, config.entropy_weight, config.skip_weight)
         self.sample = tf.function(self.controller.sample)
         self.checkpoint = tf.train.Checkpoint(
             supernet=self.supernet, optimizer=self.optimizer, controller=self.controller,
@@ -141,12 +148,8 @@ class EnasSearch:
             search_seconds=self.search_seconds)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.run.checkpoints), max_to_keep=2)
 
-    def decision_args(self):
-        return {"num_layers": self.config.num_layers} if self.config.method == "enas_macro" else {}
-
     def arch_from_actions(self, actions):
-        return (self.space.MacroArch if self.config.method == "enas_macro"
-                else self.space.MicroArch).from_actions(actions)
+        return self.space.arch_class.from_actions(actions)
 
     @property
     def step(self):
