@@ -25,11 +25,17 @@ COMMAND_CONFIGS = {"train": trainer.TrainConfig, "search": enas.EnasConfig}
 
 
 def define_config_flags():
-    """One flag per config field, default None so that an absent flag keeps the preset's value."""
-    for config_class in COMMAND_CONFIGS.values():
+    """One flag per config field, default None so that an absent flag keeps the preset's value;
+    a field both commands have gets one flag whose help tells each meaning apart."""
+    helps, types = {}, {}
+    for command, config_class in COMMAND_CONFIGS.items():
         for field in dataclasses.fields(config_class):
-            if field.name not in flags.FLAGS:
-                FLAG_TYPES[field.type](field.name, None, field.metadata["help"])
+            helps.setdefault(field.name, {})[command] = field.metadata["help"]
+            types[field.name] = field.type
+    for name, by_command in helps.items():
+        texts = set(by_command.values())
+        text = texts.pop() if len(texts) == 1 else "; ".join(f"{c}: {h.rstrip('.')}" for c, h in by_command.items()) + "."
+        FLAG_TYPES[types[name]](name, None, text)
 
 
 define_config_flags()

