@@ -4,7 +4,10 @@
 
 Uses the `cpu` preset's search network on random images of the dataset's shape. Prints child
 images/s (a fresh architecture per minibatch, pruning every step) with the achieved GFLOP/s
-counted on the sampled architectures' own MACs (x3 for forward + backward, 2 FLOPs per MAC),
+counted on the sampled architectures' own MACs (x3 for forward + backward, 2 FLOPs per MAC):
+those of their fixed networks at the search width, an approximation of what the supernet runs
+(it keeps the width constant where the fixed macro network doubles it, and its micro cells add
+a 1x1 combine over all nodes),
 controller updates/s alone (sampling + REINFORCE step) and whole controller steps/s (sampling,
 one validation minibatch per architecture, REINFORCE), beside the fp32 matmul peak.
 """
