@@ -2,8 +2,9 @@
 
 Every search method and the trainer prune through this module:
 
-* `prunable(layer)` wraps a Keras layer with tfmot's `prune_low_magnitude`, which owns the
-  binary masks and applies them on every call. `PrunableDepthwiseConv2D` makes depthwise
+* `prunable(layer)` wraps a Keras layer in tfmot's pruning wrapper (`prune_low_magnitude`'s
+  `PruneLowMagnitude`, as `MaskedLayer`), which owns the binary masks and applies them on
+  every call. `PrunableDepthwiseConv2D` makes depthwise
   kernels prunable too (tfmot leaves them dense), so separable convolutions built as
   depthwise + 1x1 are pruned in full.
 * `Pruner` moves all masks of a model from one global optimiser step through tfmot's
@@ -18,12 +19,12 @@ import dataclasses
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
+# tfmot does not export its wrapper class; MaskedLayer extends it and find_wrappers needs it.
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
 from scas_tf.errors import ScasError
 
 tfmot_sparsity = tfmot.sparsity.keras
-# The wrapper class is not exported by tfmot; it is needed to find wrappers inside a model.
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
