@@ -7,7 +7,6 @@ Prints images/s and achieved GFLOP/s of the training step (forward + backward co
 the same process, so that the ratio is comparable across (noisy, shared) machines. Random
 CIFAR-shaped images are used: throughput does not depend on pixel values.
 """
-import dataclasses
 import tempfile
 import time
 

@@ -1,7 +1,12 @@
 """The machine's measured fp32 matmul throughput, the yardstick every benchmark prints."""
 import time
 
+import scas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
 import tensorflow as tf
+
+from scas_tf import data
+from scas_tf.data.pipeline import Split, Splits
 
 
 def matmul_gflops(n=2048, repeats=20):
@@ -16,9 +21,6 @@ def matmul_gflops(n=2048, repeats=20):
 
 def random_splits(dataset, num_images):
     """Random images of a dataset's shape: throughput does not depend on pixel values."""
-    import numpy as np
-    from scas_tf import data
-    from scas_tf.data.pipeline import Split, Splits
     info = data.dataset_info(dataset)
     rng = np.random.default_rng(0)
     split = Split(rng.integers(0, 256, (num_images, *info.image_shape), dtype=np.uint8),

@@ -2,11 +2,10 @@
 
 Every search method and the trainer prune through this module:
 
-* `prunable(layer)` wraps a Keras layer in tfmot's pruning wrapper (`prune_low_magnitude`'s
-  `PruneLowMagnitude`, as `MaskedLayer`), which owns the binary masks and applies them on
-  every call. `PrunableDepthwiseConv2D` makes depthwise
-  kernels prunable too (tfmot leaves them dense), so separable convolutions built as
-  depthwise + 1x1 are pruned in full.
+* `prunable(layer)` wraps a Keras layer in tfmot's pruning wrapper (`PruneLowMagnitude`, as
+  `MaskedLayer`), which owns the binary masks and applies them on every call.
+  `PrunableDepthwiseConv2D` makes depthwise kernels prunable too (tfmot leaves them dense), so
+  separable convolutions built as depthwise + 1x1 are pruned in full.
 * `Pruner` moves all masks of a model from one global optimiser step through tfmot's
   `PolynomialDecay`. tfmot's wrappers would otherwise each count their own `training=True`
   calls, which drifts under weight sharing (ENAS) and extra forward passes (DARTS); so the

@@ -69,7 +69,8 @@ class TrainConfig:
             raise ScasError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ScasError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        if min(self.filters, self.num_layers, self.checkpoint_every_steps, self.pruning_frequency, self.weight_decay, self.warmup_epochs) < 0:
+        if min(self.filters, self.num_layers, self.checkpoint_every_steps, self.pruning_frequency,
+               self.weight_decay, self.warmup_epochs) < 0:
             raise ScasError("filters, num_layers, checkpoint_every_steps, pruning_frequency, "
                             "weight_decay and warmup_epochs must not be negative")
         data.dataset_info(self.dataset)
