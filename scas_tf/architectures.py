@@ -1,9 +1,11 @@
 """What `scas train` can train: a baseline's name, or `<space>:<encoding>` for an architecture
-found by a search (e.g. `enas_micro:0 2 0 0 ...`). Architecture files hold the latter."""
+found by a search (e.g. `enas_micro:0 2 0 0 ...`, `darts:normal=[...], ...` or `darts:DARTS_V2`).
+Architecture files hold the latter."""
 from pathlib import Path
 
 from scas_tf.errors import ScasError
-from scas_tf.models import baselines, enas_macro, enas_micro
+from scas_tf.models import baselines, darts, enas_macro, enas_micro
+from scas_tf.spaces import darts as darts_space
 from scas_tf.spaces import enas_macro as macro_space
 from scas_tf.spaces import enas_micro as micro_space
 
@@ -11,7 +13,10 @@ from scas_tf.spaces import enas_micro as micro_space
 SPACES = {
     "enas_macro": (macro_space.MacroArch, enas_macro.build_macro_model),
     "enas_micro": (micro_space.MicroArch, enas_micro.build_micro_model),
+    "darts": (darts_space.Genotype, darts.build_darts_model),
 }
+# Spaces whose networks take a depth (cells); an ENAS macro architecture fixes its own.
+SIZED_BY_NUM_LAYERS = ("enas_micro", "darts")
 
 
 def spec(space, arch):
@@ -41,15 +46,20 @@ def read_arch_file(path):
     return text
 
 
-def build_model(arch_spec, info, filters=0, num_layers=0):
-    """A functional Keras model of any architecture spec; 0 keeps the builder's default size."""
+def build_model(arch_spec, info, filters=0, num_layers=0, auxiliary=False, drop_path=0.0):
+    """A functional Keras model of any architecture spec; 0 keeps the builder's default size.
+    `auxiliary` and `drop_path` exist for DARTS networks only."""
     space, arch = parse(arch_spec)
+    if (auxiliary or drop_path) and space != "darts":
+        raise ScasError("auxiliary_weight and drop_path apply to DARTS architectures only")
     if space is None:
         return baselines.build_baseline(arch, info)
     size = {"filters": filters} if filters else {}
-    if num_layers and space == "enas_micro":
+    if num_layers and space in SIZED_BY_NUM_LAYERS:
         size["num_layers"] = num_layers
     elif num_layers and num_layers != arch.num_layers:
         raise ScasError(f"an ENAS macro architecture fixes its depth: {arch.num_layers} layers, "
                         f"not num_layers={num_layers}")
+    if space == "darts":
+        size.update(auxiliary=auxiliary, drop_path=drop_path)
     return SPACES[space][1](arch, info, **size)

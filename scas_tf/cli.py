@@ -2,9 +2,10 @@
 
     scas train --dataset=mnist_mini --target_sparsity=0.9 --output_dir=runs/quickstart
     scas search --method=enas_micro --preset=cpu --target_sparsity=0.9 --dataset=mnist
+    scas search --method=darts --unrolled --preset=cpu --target_sparsity=0.9
     scas train --arch_file=runs/search/architecture.txt --target_sparsity=0.9
 
-Flags left out take their value from --preset; every field of TrainConfig and EnasConfig is a
+Flags left out take their value from --preset; every field of TrainConfig, EnasConfig and DartsConfig is a
 flag. Errors in the user's input are reported as one line (`scas: error: ...`), exit status 2.
 """
 import dataclasses
@@ -17,20 +18,22 @@ from absl import app, flags
 import scas_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 from scas_tf import architectures, configs, data, distribute, trainer
 from scas_tf.errors import ScasError
-from scas_tf.search import enas
+from scas_tf.search import darts, enas
 
 FLAG_TYPES = {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_bool,
               str: flags.DEFINE_string}
-COMMAND_CONFIGS = {"train": trainer.TrainConfig, "search": enas.EnasConfig}
+# What each config's fields are flags of (in help texts).
+CONFIGS = {"train": trainer.TrainConfig, "search (ENAS)": enas.EnasConfig, "search (DARTS)": darts.DartsConfig}
+SEARCHES = {"enas_macro": enas.run_search, "enas_micro": enas.run_search, "darts": darts.run_search}
 
 
 def define_config_flags():
     """One flag per config field, default None so that an absent flag keeps the preset's value;
-    a field both commands have gets one flag whose help tells each meaning apart."""
+    a field several configs have gets one flag whose help tells each meaning apart."""
     helps, types = {}, {}
-    for command, config_class in COMMAND_CONFIGS.items():
+    for user, config_class in CONFIGS.items():
         for field in dataclasses.fields(config_class):
-            helps.setdefault(field.name, {})[command] = field.metadata["help"]
+            helps.setdefault(field.name, {})[user] = field.metadata["help"]
             types[field.name] = field.type
     for name, by_command in helps.items():
         texts = set(by_command.values())
@@ -59,24 +62,19 @@ def preset_config(command):
         if name not in configs.TRAIN_PRESETS:
             raise ScasError(f"unknown train preset {name!r}; choose one of {', '.join(configs.TRAIN_PRESETS)}")
         return configs.TRAIN_PRESETS[name]
-    name = FLAGS.preset or "cpu"
-    if name not in configs.SEARCH_PRESETS:
-        raise ScasError(f"unknown search preset {name!r}; choose one of {', '.join(configs.SEARCH_PRESETS)}")
-    method = FLAGS.method or "enas_macro"
-    if method not in enas.METHODS:
-        raise ScasError(f"unknown method {method!r}; choose one of {', '.join(enas.METHODS)}")
-    return configs.enas_preset(method, name)
+    return configs.search_preset(FLAGS.method or "enas_macro", FLAGS.preset or "cpu")
 
 
 def config_from_flags(command):
     """The command's preset with every flag given on the command line applied."""
     preset = preset_config(command)
     fields = {f.name for f in dataclasses.fields(preset)}
-    foreign = [name for config_class in COMMAND_CONFIGS.values() for name in
-               (f.name for f in dataclasses.fields(config_class))
-               if name not in fields and FLAGS[name].present]
+    foreign = sorted({name for config_class in CONFIGS.values() for name in
+                      (f.name for f in dataclasses.fields(config_class))
+                      if name not in fields and FLAGS[name].present})
     if foreign:
-        raise ScasError(f"--{foreign[0]} does not apply to `scas {command}`")
+        what = command if command == "train" else f"search --method={preset.method}"
+        raise ScasError(f"--{foreign[0]} does not apply to `scas {what}`")
     overrides = {name: FLAGS[name].value for name in fields if FLAGS[name].present}
     if command == "train" and FLAGS.arch_file:
         overrides["arch"] = architectures.read_arch_file(FLAGS.arch_file)
@@ -87,8 +85,8 @@ def output_dir(name, config):
     return Path(FLAGS.output_dir or Path("runs") / f"{name}-{config.dataset}-s{config.target_sparsity:g}")
 
 
-def load_splits(config):
-    return data.load_splits(config.dataset, FLAGS.data_dir, config.validation_fraction,
+def load_splits(config, validation_fraction=None):
+    return data.load_splits(config.dataset, FLAGS.data_dir, validation_fraction or config.validation_fraction,
                             config.seed, FLAGS.tfds_download)
 
 
@@ -105,7 +103,8 @@ def train_command(config):
     strategy = distribute.make_strategy(FLAGS.strategy)
     splits = load_splits(config)
     results = trainer.train(
-        lambda: architectures.build_model(config.arch, splits.info, config.filters, config.num_layers),
+        lambda: architectures.build_model(config.arch, splits.info, config.filters, config.num_layers,
+                                          config.auxiliary_weight > 0, config.drop_path),
         splits, config, folder, strategy)
     print(summary_line(results, f"{name} on {config.dataset} at target sparsity {config.target_sparsity:g}")
           + f"; results in {folder / 'results.json'}")
@@ -114,8 +113,7 @@ def train_command(config):
 def search_command(config):
     folder = output_dir(config.method, config)
     strategy = distribute.make_strategy(FLAGS.strategy)
-    splits = load_splits(config)
-    results = enas.run_search(config, splits, folder, strategy)
+    results = SEARCHES[config.method](config, lambda fraction: load_splits(config, fraction), folder, strategy)
     print(f"{config.method} found {results['architecture']}")
     print(summary_line(results["final"], f"trained from scratch at target sparsity {config.target_sparsity:g}")
           + f"; results in {folder / 'results.json'}")

@@ -5,6 +5,9 @@ what it should reach.
 """
 import dataclasses
 
+from scas_tf.errors import ScasError
+from scas_tf.search.darts import DartsConfig
+from scas_tf.search.enas import METHODS as ENAS_METHODS
 from scas_tf.search.enas import EnasConfig
 from scas_tf.trainer import TrainConfig
 
@@ -59,4 +62,33 @@ def enas_preset(method, preset):
     return dataclasses.replace(paper, **overrides)
 
 
+# The reference's settings (quark0/darts cnn/train_search.py, cnn/train.py) are DartsConfig's
+# defaults: CIFAR-10, about 4 GPU-days second order; not meant for a CPU.
+DARTS_PAPER = DartsConfig()
+
+# A reduced budget for 2 CPU cores on MNIST: search 5 cells of C=8 on 10,000 training images
+# (5,000 weights / 5,000 alpha), then train the genotype (6 cells, C=16, auxiliary head) on the
+# full training set. See the README for the figures it reached.
+DARTS_CPU = dict(dataset="mnist", num_layers=5, filters=8, epochs=4, batch_size=64, search_images=10_000,
+                 log_every_steps=25, final_epochs=4, final_filters=16, final_num_layers=6,
+                 final_batch_size=96, final_learning_rate=0.05, drop_path=0.1, cutout=0)
+
+# End-to-end smoke test on mnist_mini: about a minute (mostly tracing); results are meaningless.
+DARTS_TINY = dict(dataset="mnist_mini", num_layers=3, filters=2, epochs=1, batch_size=64,
+                  search_images=1024, log_every_steps=4, final_epochs=1, final_filters=4,
+                  final_num_layers=3, final_batch_size=64, final_validation_fraction=0.2, cutout=4)
+
 SEARCH_PRESETS = ("paper", "cpu", "tiny")
+SEARCH_METHODS = (*ENAS_METHODS, "darts")
+
+
+def search_preset(method, preset):
+    """The config of a search preset (paper, cpu or tiny) for a search method."""
+    if method not in SEARCH_METHODS:
+        raise ScasError(f"unknown method {method!r}; choose one of {', '.join(SEARCH_METHODS)}")
+    if preset not in SEARCH_PRESETS:
+        raise ScasError(f"unknown search preset {preset!r}; choose one of {', '.join(SEARCH_PRESETS)}")
+    if method != "darts":
+        return enas_preset(method, preset)
+    overrides = {"paper": {}, "cpu": DARTS_CPU, "tiny": DARTS_TINY}[preset]
+    return dataclasses.replace(DARTS_PAPER, **overrides)

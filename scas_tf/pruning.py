@@ -3,13 +3,14 @@
 Every search method and the trainer prune through this module:
 
 * `prunable(layer)` wraps a Keras layer in tfmot's pruning wrapper (`PruneLowMagnitude`, as
-  `MaskedLayer`), which owns the binary masks and applies them on every call.
+  `MaskedLayer`), which owns the binary masks.
   `PrunableDepthwiseConv2D` makes depthwise kernels prunable too (tfmot leaves them dense), so
   separable convolutions built as depthwise + 1x1 are pruned in full.
 * `Pruner` moves all masks of a model from one global optimiser step through tfmot's
   `PolynomialDecay`. tfmot's wrappers would otherwise each count their own `training=True`
   calls, which drifts under weight sharing (ENAS) and extra forward passes (DARTS); so the
-  wrappers (`MaskedLayer`) only apply masks and the Pruner does the mask updates.
+  wrappers (`MaskedLayer`) only hold the masks; the Pruner updates them and zeroes the pruned
+  weights after every optimiser step.
 * `prune_tensor` is the functional form for weights that are tensors, not variables
   (SMASH's generated weights), on the same schedule object.
 """
@@ -71,16 +72,18 @@ class PrunableDepthwiseConv2D(keras.layers.DepthwiseConv2D, tfmot_sparsity.Pruna
 
 
 class MaskedLayer(PruneLowMagnitude):
-    """tfmot's pruning wrapper without its own step counting and mask updates.
+    """tfmot's pruning wrapper as the holder of a layer's masks, not their driver.
 
-    tfmot's wrapper counts its `training=True` calls and may update its masks on each; here
-    the Pruner moves every mask from the global step, so the wrapper only applies its masks
-    (the wrapped conv/dense layers behave the same in training and inference). This also keeps
-    a counter assignment and a conditional out of every training graph.
+    tfmot's wrapper counts its `training=True` calls, may update its masks on each, and
+    multiplies the weights by their masks in every call. Here the Pruner moves every mask from
+    the global step and zeroes pruned weights right after every optimiser step (its
+    `update_masks`), so a forward pass is just the wrapped layer's: no counter, no
+    conditional, no mask assignment per call. That matters in a supernet, whose hundreds of
+    kernels would otherwise add four ops each to every forward pass of every training graph.
     """
 
     def call(self, inputs, training=None, **kwargs):
-        return super().call(inputs, training=False, **kwargs)
+        return self.layer.call(inputs, **kwargs)
 
 
 def prunable(layer):
@@ -95,12 +98,21 @@ def magnitude_mask(weights, sparsity):
     Exactly that many survive even when magnitudes tie (e.g. at zero), unlike a threshold test.
     Returns (mask, threshold), threshold being the smallest kept magnitude.
     """
-    magnitudes = tf.reshape(tf.abs(weights), [-1])
-    size = tf.size(magnitudes)
+    masks, thresholds = magnitude_masks(weights[None], sparsity)
+    return masks[0], thresholds[0]
+
+
+def magnitude_masks(weights, sparsity):
+    """magnitude_mask of each weights[i] (same shapes stacked on axis 0), in one top_k."""
+    count = tf.shape(weights)[0]
+    magnitudes = tf.reshape(tf.abs(weights), [count, -1])
+    size = tf.shape(magnitudes)[1]
     keep = tf.maximum(1, tf.cast(tf.round(tf.cast(size, tf.float32) * (1.0 - sparsity)), tf.int32))
-    values, indices = tf.math.top_k(magnitudes, k=size)
-    kept = tf.scatter_nd(indices[:keep, None], tf.ones([keep], weights.dtype), [size])
-    return tf.reshape(kept, tf.shape(weights)), values[keep - 1]
+    values, order = tf.math.top_k(magnitudes, k=size)
+    rows = tf.broadcast_to(tf.range(count)[:, None], [count, keep])
+    kept = tf.scatter_nd(tf.stack([rows, order[:, :keep]], axis=-1), tf.ones([count, keep], weights.dtype),
+                         [count, size])
+    return tf.reshape(kept, tf.shape(weights)), values[:, keep - 1]
 
 
 def prune_tensor(weights, schedule, step):
@@ -141,6 +153,11 @@ class Pruner:
             raise ValueError("build the model (call it once) before creating its Pruner")
         self.pruning_vars = [v for w in wrappers for v in w.pruning_vars]
         self._mask_by_weight = {weight.ref(): mask for weight, mask, _ in self.pruning_vars}
+        # Weights of one shape get their masks from one batched top_k: a supernet has hundreds
+        # of kernels but few shapes, and one op per kernel would swell every training graph.
+        self._same_shape = {}
+        for variables in self.pruning_vars:
+            self._same_shape.setdefault(tuple(variables[0].shape), []).append(variables)
 
     def sparsity_at(self, step):
         return self.schedule(step)[1]
@@ -154,9 +171,11 @@ class Pruner:
 
         def recompute_masks():
             updates = []
-            for weight, mask, threshold in self.pruning_vars:
-                new_mask, new_threshold = magnitude_mask(weight, sparsity)
-                updates += [mask.assign(new_mask), threshold.assign(new_threshold)]
+            for group in self._same_shape.values():
+                masks, thresholds = magnitude_masks(tf.stack([weight for weight, _, _ in group]), sparsity)
+                for (_, mask, threshold), new_mask, new_threshold in zip(group, tf.unstack(masks),
+                                                                         tf.unstack(thresholds)):
+                    updates += [mask.assign(new_mask), threshold.assign(new_threshold)]
             return tf.group(updates)
 
         with tf.control_dependencies([tf.cond(should_prune, recompute_masks, tf.no_op)]):

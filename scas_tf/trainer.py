@@ -15,6 +15,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from scas_tf import accounting, data, pruning
+from scas_tf.models import layers
 from scas_tf.errors import ScasError
 from scas_tf.run_dir import RunDir, write_json_atomic
 
@@ -32,7 +33,7 @@ class TrainConfig:
     arch: str = option("small_cnn", "Architecture: a baseline CNN's name, or '<space>:<encoding>' "
                        "of a searched one (see --arch_file).")
     filters: int = option(0, "Width of a searched architecture (first-stage filters); 0 = its default.")
-    num_layers: int = option(0, "Cells of a searched micro architecture; 0 = its default.")
+    num_layers: int = option(0, "Cells of a searched ENAS-micro or DARTS architecture; 0 = its default.")
     dataset: str = option("mnist_mini", "Dataset: mnist_mini (embedded), mnist, cifar10, cifar100.")
     epochs: int = option(10, "Training epochs.")
     batch_size: int = option(128, "Global batch size (split across replicas).")
@@ -44,6 +45,9 @@ class TrainConfig:
     weight_decay: float = option(5e-4, "L2 decay on conv/dense kernels (as PyTorch SGD's weight_decay).")
     label_smoothing: float = option(0.0, "Label smoothing of the training loss.")
     grad_clip_norm: float = option(0.0, "Clip gradients to this global norm; 0 disables clipping.")
+    auxiliary_weight: float = option(0.0, "Weight of a DARTS network's auxiliary-head loss; 0 = no head.")
+    drop_path: float = option(0.0, "Final drop-path rate of a DARTS network (rising linearly from 0).")
+    cutout: int = option(0, "Cutout square side in pixels; 0 disables cutout.")
     validation_fraction: float = option(0.1, "Fraction of the training set held out for validation.")
     target_sparsity: float = option(0.0, "Fraction of every prunable kernel pruned by the end, in [0, 1).")
     pruning_begin: float = option(0.1, "Fraction of training at which gradual pruning starts.")
@@ -70,9 +74,11 @@ class TrainConfig:
         if not 0.0 < self.validation_fraction < 1.0:
             raise ScasError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
         if min(self.filters, self.num_layers, self.checkpoint_every_steps, self.pruning_frequency,
-               self.weight_decay, self.warmup_epochs) < 0:
+               self.weight_decay, self.warmup_epochs, self.auxiliary_weight, self.cutout) < 0:
             raise ScasError("filters, num_layers, checkpoint_every_steps, pruning_frequency, "
-                            "weight_decay and warmup_epochs must not be negative")
+                            "weight_decay, warmup_epochs, auxiliary_weight and cutout must not be negative")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ScasError(f"drop_path must be in [0, 1), got {self.drop_path}")
         data.dataset_info(self.dataset)
 
     def pruning_config(self, total_steps):
@@ -104,21 +110,38 @@ def cross_entropy(labels, logits, label_smoothing=0.0):
     return tf.nn.softmax_cross_entropy_with_logits(targets, logits)
 
 
+def regularized_loss(model, per_example, weight_decay, global_batch_size):
+    """One replica's share of the mean loss plus L2 decay on the model's kernels."""
+    decay = weight_decay * tf.add_n([tf.nn.l2_loss(k) for k in kernels(model)])
+    return (tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+            + tf.nn.scale_regularization_loss(decay))
+
+
 def pruned_sgd_step(model, forward, labels, optimizer, pruner, weight_decay, global_batch_size,
-                    label_smoothing=0.0):
-    """One replica's optimiser step on the loss of `forward()` (logits) plus L2 decay, with
-    pruned weights' gradients blocked. Shared by the trainer and the searchers' child steps.
-    Returns (per-example loss, logits)."""
+                    label_smoothing=0.0, auxiliary_weight=0.0):
+    """One replica's optimiser step on the loss of `forward()` plus L2 decay, with pruned
+    weights' gradients blocked. Shared by the trainer and the searchers' weight steps.
+    `forward()` returns logits, or [logits, auxiliary logits] whose loss weighs
+    auxiliary_weight. Returns (per-example loss, logits)."""
     with tf.GradientTape() as tape:
         logits = forward()
+        auxiliary = None
+        if isinstance(logits, (list, tuple)):
+            logits, auxiliary = logits
         per_example = cross_entropy(labels, logits, label_smoothing)
-        decay = weight_decay * tf.add_n([tf.nn.l2_loss(k) for k in kernels(model)])
-        loss = (tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
-                + tf.nn.scale_regularization_loss(decay))
+        objective = per_example
+        if auxiliary is not None:
+            objective = per_example + auxiliary_weight * cross_entropy(labels, auxiliary, label_smoothing)
+        loss = regularized_loss(model, objective, weight_decay, global_batch_size)
     variables = model.trainable_variables
-    gradients = pruner.mask_gradients(tape.gradient(loss, variables), variables)
-    optimizer.apply_gradients((g, v) for g, v in zip(gradients, variables) if g is not None)
+    apply_pruned_gradients(optimizer, pruner, tape.gradient(loss, variables), variables)
     return per_example, logits
+
+
+def apply_pruned_gradients(optimizer, pruner, gradients, variables):
+    """The optimiser step with pruned weights' gradients blocked."""
+    gradients = pruner.mask_gradients(gradients, variables)
+    optimizer.apply_gradients((g, v) for g, v in zip(gradients, variables) if g is not None)
 
 
 class Trainer:
@@ -133,6 +156,10 @@ class Trainer:
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
             self.model = model_fn()
+            # A model with an auxiliary head outputs [logits, auxiliary logits]; evaluation,
+            # accounting and export see the logits alone.
+            self.inference_model = (keras.Model(self.model.inputs, self.model.outputs[0])
+                                    if len(self.model.outputs) > 1 else self.model)
             self.optimizer = make_sgd(
                 config.learning_rate, config.min_learning_rate, self.total_steps,
                 int(config.warmup_epochs * self.steps_per_epoch), config.momentum, config.nesterov,
@@ -155,7 +182,8 @@ class Trainer:
     def replica_train_step(self, images, labels):
         per_example, logits = pruned_sgd_step(
             self.model, lambda: self.model(images, training=True), labels, self.optimizer, self.pruner,
-            self.config.weight_decay, self.config.batch_size, self.config.label_smoothing)
+            self.config.weight_decay, self.config.batch_size, self.config.label_smoothing,
+            self.config.auxiliary_weight)
         self.train_loss.update_state(per_example)
         self.train_accuracy.update_state(labels, logits)
 
@@ -169,7 +197,7 @@ class Trainer:
     @tf.function
     def eval_step(self, batch):
         def replica_eval_step(images, labels):
-            logits = self.model(images, training=False)
+            logits = self.inference_model(images, training=False)
             self.eval_loss.update_state(labels, logits)
             self.eval_accuracy.update_state(labels, logits)
         self.strategy.run(replica_eval_step, args=batch)
@@ -200,7 +228,9 @@ class Trainer:
 
     def train_epoch(self, epoch, start_batch):
         dataset = data.train_dataset(self.splits.train, self.splits.info, self.config.batch_size,
-                                     self.config.seed, epoch, start_batch)
+                                     self.config.seed, epoch, start_batch, cutout_size=self.config.cutout)
+        # The reference's schedule: drop-path rate drop_path * epoch / epochs.
+        layers.set_drop_path_rate(self.model, self.config.drop_path * epoch / self.config.epochs)
         iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
         epoch_end = (epoch + 1) * self.steps_per_epoch
         while self.step < epoch_end:
@@ -244,7 +274,7 @@ class Trainer:
     def results(self):
         val_loss, val_accuracy = self.evaluate(self.splits.validation)
         test_loss, test_accuracy = self.evaluate(self.splits.test)
-        cost = accounting.model_cost(self.model)
+        cost = accounting.model_cost(self.inference_model)
         seconds = float(self.train_seconds.numpy())
         return {
             "config": dataclasses.asdict(self.config),
@@ -265,7 +295,7 @@ class Trainer:
     def export(self):
         """Writes the stripped (wrapper-free, still sparse) model as a SavedModel."""
         self.pruner.apply_masks()
-        stripped = pruning.strip(self.model)
+        stripped = pruning.strip(self.inference_model)
         self.run.save_directory_atomic(self.run.saved_model, stripped.save)
 
 

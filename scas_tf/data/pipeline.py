@@ -76,22 +76,44 @@ def steps_per_epoch(split, batch_size):
     return steps
 
 
-def train_dataset(split, info, batch_size, seed, epoch, start_batch=0, augment=None):
-    """One epoch of shuffled (by default augmented) batches, starting at batch `start_batch`."""
+def cutout(image, size, seed):
+    """DeVries & Taylor's cutout on a normalised image: the pixels within size // 2 of a
+    uniformly drawn centre (a square clipped at the border) are set to zero, the dataset mean."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    centre = tf.random.stateless_uniform([], seed, 0, height * width, dtype=tf.int32)
+    centre_y, centre_x = centre // width, centre % width
+
+    def inside(positions, centre):
+        return (positions >= centre - size // 2) & (positions < centre + size // 2)
+
+    hole = inside(tf.range(height), centre_y)[:, None] & inside(tf.range(width), centre_x)[None, :]
+    return image * tf.cast(~hole, image.dtype)[:, :, None]
+
+
+def train_dataset(split, info, batch_size, seed, epoch, start_batch=0, augment=None, cutout_size=0):
+    """One epoch of shuffled (by default augmented) batches, starting at batch `start_batch`.
+    `cutout_size` > 0 adds cutout to every image, augmented or not."""
     num_steps = steps_per_epoch(split, batch_size)
     order = np.random.default_rng([seed, epoch]).permutation(len(split))[:num_steps * batch_size]
     order = order[start_batch * batch_size:]
     images, labels = split.tensors
+    augment = info.augment if augment is None else augment
     ds = tf.data.Dataset.from_tensor_slices(order)
-    if info.augment if augment is None else augment:
-        def augment_one(index):
+    if augment or cutout_size:
+        def transform_one(index):
             image_seed = tf.stack([tf.constant(seed * 1_000_003 + epoch, tf.int64), index])
-            return random_crop_and_flip(tf.gather(images, index), image_seed), tf.gather(labels, index)
-        ds = ds.map(augment_one, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=True)
-    else:
-        ds = ds.batch(batch_size, drop_remainder=True).map(
-            lambda index: (tf.gather(images, index), tf.gather(labels, index)))
-    return ds.map(lambda x, y: (normalize(x, info), y)).prefetch(tf.data.AUTOTUNE)
+            image = tf.gather(images, index)
+            if augment:
+                image = random_crop_and_flip(image, image_seed)
+            image = normalize(image, info)
+            if cutout_size:
+                image = cutout(image, cutout_size, tf.random.experimental.stateless_fold_in(image_seed, 1))
+            return image, tf.gather(labels, index)
+        return ds.map(transform_one, num_parallel_calls=tf.data.AUTOTUNE).batch(
+            batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True).map(
+        lambda index: (normalize(tf.gather(images, index), info), tf.gather(labels, index)))
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(split, info, batch_size):

@@ -4,6 +4,7 @@ Every convolution and dense kernel is wrapped by `pruning.prunable`; separable a
 convolutions are a prunable depthwise convolution followed by a prunable 1x1 convolution, so
 no weight escapes pruning.
 """
+import tensorflow as tf
 import tf_keras as keras
 
 from scas_tf import pruning
@@ -11,14 +12,22 @@ from scas_tf import pruning
 CONV_INIT = "he_normal"
 
 
-def conv(x, filters, kernel_size, strides=1, dilation_rate=1, name=None):
+def conv(x, filters, kernel_size, strides=1, dilation_rate=1, padding="same", name=None):
     """A prunable bias-free convolution (a BatchNorm always follows)."""
     layer = keras.layers.Conv2D(filters, kernel_size, strides=strides, dilation_rate=dilation_rate,
-                                padding="same", use_bias=False, kernel_initializer=CONV_INIT, name=name)
+                                padding=padding, use_bias=False, kernel_initializer=CONV_INIT, name=name)
     return pruning.prunable(layer)(x)
 
 
 def depthwise_conv(x, kernel_size, strides=1, dilation_rate=1, name=None):
+    """A prunable depthwise convolution; strided and dilated at once (which TF's kernels do not
+    support) when the stride divides the dilation: subsampling first, then the dilation over
+    the stride, computes exactly PyTorch's strided dilated convolution with "same" padding."""
+    if strides > 1 and dilation_rate > 1:
+        if dilation_rate % strides:
+            raise ValueError(f"dilation {dilation_rate} is not a multiple of stride {strides}")
+        x = keras.layers.MaxPooling2D(1, strides=strides)(x)  # a 1x1 pool subsamples
+        strides, dilation_rate = 1, dilation_rate // strides
     layer = pruning.PrunableDepthwiseConv2D(kernel_size, strides=strides, dilation_rate=dilation_rate,
                                             padding="same", use_bias=False,
                                             depthwise_initializer=CONV_INIT, name=name)
@@ -66,3 +75,25 @@ def submodel(input_shape, build):
     call it inside tf.switch_case, while fixed builders call `build` on their own tensors."""
     inputs = keras.Input(input_shape)
     return keras.Model(inputs, build(inputs))
+
+
+class DropPath(keras.layers.Layer):
+    """Drops a whole op output per example with probability `rate` while training (scaling the
+    kept ones by 1/(1 - rate)). `rate` is a variable the trainer raises over the run."""
+
+    def build(self, input_shape):
+        self.rate = self.add_weight("rate", (), initializer="zeros", trainable=False)
+        super().build(input_shape)
+
+    def call(self, x, training=None):
+        if not training:
+            return x
+        keep = 1.0 - self.rate
+        mask = tf.floor(keep + tf.random.uniform([tf.shape(x)[0], 1, 1, 1], dtype=x.dtype))
+        return x / keep * mask
+
+
+def set_drop_path_rate(model, rate):
+    for layer in model.submodules:
+        if isinstance(layer, DropPath):
+            layer.rate.assign(rate)

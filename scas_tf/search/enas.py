@@ -256,10 +256,12 @@ class EnasSearch:
         return candidates
 
 
-def run_search(config, splits, run_dir, strategy=None):
-    """Search, pick, write the architecture, train it from scratch; returns the results."""
+def run_search(config, load_splits, run_dir, strategy=None):
+    """Search, pick, write the architecture, train it from scratch; returns the results.
+    `load_splits(validation_fraction)` gives the dataset's splits."""
     run = RunDir(run_dir)
     run.claim(dataclasses.asdict(config))
+    splits = load_splits(config.validation_fraction)
     search = EnasSearch(config, splits, run_dir, strategy)
     search.search()
     candidates = search.pick_best()

@@ -1,0 +1,103 @@
+"""DARTS encoding and networks: genotype text, derivation from alpha, the builders."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from scas_tf import accounting, architectures, data
+from scas_tf.errors import ScasError
+from scas_tf.models import darts, layers
+from scas_tf.spaces.darts import NUM_EDGES, PRIMITIVES, PUBLISHED, Genotype, derive, derive_cell
+
+REFERENCE_REPR = (
+    "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
+    "('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], "
+    "normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), "
+    "('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], "
+    "reduce_concat=[2, 3, 4, 5])")
+
+
+def test_genotype_round_trips_and_reads_the_reference_repr():
+    for genotype in PUBLISHED.values():
+        assert Genotype.from_text(genotype.to_text()) == genotype
+    assert Genotype.from_text(REFERENCE_REPR) == PUBLISHED["DARTS_V2"]
+    space, genotype = architectures.parse("darts:DARTS_V2")
+    assert space == "darts" and genotype == PUBLISHED["DARTS_V2"]
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("normal=[(sep_conv_3x3,0)]", "missing normal_concat"),
+    (PUBLISHED["DARTS_V2"].to_text().replace("dil_conv_3x3", "conv_7x7"), "unknown op 'conv_7x7'"),
+    (PUBLISHED["DARTS_V2"].to_text().replace("(dil_conv_3x3,2)", "(dil_conv_3x3,5)"), "cannot take input 5"),
+    (PUBLISHED["DARTS_V2"].to_text().replace("(sep_conv_3x3,0),", "", 1), "needs 8 (op, input) pairs"),
+    (PUBLISHED["DARTS_V2"].to_text().replace("normal_concat=[2,3,4,5]", "normal_concat=[2,2]"), "distinct"),
+    (PUBLISHED["DARTS_V2"].to_text().replace("(max_pool_3x3,0)", "(none,0)"), "unknown op 'none'"),
+    ("DARTS_V9", "expected normal="),
+])
+def test_malformed_genotypes_are_rejected_with_the_reason(text, reason):
+    with pytest.raises(ScasError, match="malformed DARTS genotype") as error:
+        Genotype.from_text(text)
+    assert reason in str(error.value) and "\n" not in str(error.value)
+
+
+def test_derivation_keeps_the_two_strongest_non_none_edges_with_their_best_real_op():
+    op = PRIMITIVES.index
+    weights = np.full((NUM_EDGES, len(PRIMITIVES)), 0.05)
+    # Node 0 (edges 0-1): edge 0 is dominated by `none`, which is ignored: sep_conv_5x5 wins.
+    weights[0, op("none")], weights[0, op("sep_conv_5x5")] = 0.9, 0.3
+    weights[1, op("max_pool_3x3")] = 0.2
+    # Node 1 (edges 2-4): edge 4 (input 2) and edge 2 (input 0) are the strongest.
+    weights[2, op("dil_conv_3x3")], weights[3, op("avg_pool_3x3")], weights[4, op("skip_connect")] = 0.4, 0.1, 0.6
+    # Node 2 (edges 5-8) and node 3 (edges 9-13): ties keep the earlier input first.
+    weights[5, op("sep_conv_3x3")] = weights[8, op("sep_conv_3x3")] = 0.5
+    weights[13, op("dil_conv_5x5")], weights[9, op("skip_connect")] = 0.7, 0.3
+    cell = derive_cell(weights)
+    assert cell == (("sep_conv_5x5", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("dil_conv_3x3", 0),
+                    ("sep_conv_3x3", 0), ("sep_conv_3x3", 3), ("dil_conv_5x5", 4), ("skip_connect", 0))
+    probabilities = weights / weights.sum(axis=1, keepdims=True)
+    genotype = derive(np.log(probabilities), np.zeros_like(weights))  # derive takes alpha, softmaxes it
+    assert genotype.normal == derive_cell(probabilities) and genotype.normal_concat == (2, 3, 4, 5)
+
+
+def test_published_darts_v2_has_the_reference_size():
+    """quark0/darts train.py logs "param size = 3.349342MB" for DARTS_V2 at C=36, 20 cells
+    (auxiliary head excluded, BN scale and offset included)."""
+    info = data.dataset_info("cifar10")
+    model = architectures.build_model("darts:DARTS_V2", info, filters=36, num_layers=20, auxiliary=True,
+                                      drop_path=0.2)
+    assert len(model.outputs) == 2
+    inference = keras.Model(model.inputs, model.outputs[0])
+    cost = accounting.model_cost(inference).summary()
+    assert cost["params"] == 3_349_342
+    assert cost["prunable_params"] > 0.98 * cost["params"]  # every conv, depthwise and dense kernel
+
+
+def test_every_primitive_builds_in_both_cells_and_small_inputs_keep_the_auxiliary_head():
+    ops = [op for op in PRIMITIVES if op != "none"]
+    cell = tuple((ops[k % len(ops)], k // 2 if k % 2 else 0) for k in range(8))
+    genotype = Genotype(cell, (2, 3, 4, 5), cell, (2, 3, 4, 5))
+    info = data.dataset_info("mnist")  # 28x28: 7x7 maps at the auxiliary head
+    model = darts.build_darts_model(genotype, info, filters=4, num_layers=3, auxiliary=True, drop_path=0.3)
+    logits, auxiliary = model(tf.zeros([2, *info.image_shape]), training=True)
+    assert logits.shape == auxiliary.shape == (2, 10)
+
+
+def test_a_strided_dilated_depthwise_convolution_is_the_dilated_one_subsampled():
+    """TF cannot stride and dilate at once; subsampling first computes the same outputs."""
+    x = tf.random.normal([1, 10, 10, 3], seed=1)
+    strided = keras.Model(inputs := keras.Input([10, 10, 3]), layers.depthwise_conv(inputs, 3, 2, dilation_rate=2))
+    kernel = strided.layers[-1].layer.depthwise_kernel
+    dense = tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME", dilations=[2, 2])
+    np.testing.assert_allclose(strided(x).numpy(), dense[:, ::2, ::2].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_drop_path_drops_whole_examples_only_in_training():
+    drop = layers.DropPath()
+    x = tf.ones([1000, 2, 2, 3])
+    drop.build(x.shape)
+    drop.rate.assign(0.25)
+    out = drop(x, training=True).numpy()
+    kept = out.reshape(1000, -1)
+    assert np.all(np.isclose(kept, 0.0) | np.isclose(kept, 1 / 0.75)) and np.all(kept.min(1) == kept.max(1))
+    assert 0.2 < np.mean(kept[:, 0] == 0) < 0.3
+    np.testing.assert_array_equal(drop(x, training=False), x)
