@@ -19,3 +19,10 @@ def shared_data():
     """The read-only real datasets beside the checkout (full MNIST, a CIFAR-10 copy)."""
     assert SHARED_DATA.is_dir(), f"tests need the real datasets in {SHARED_DATA}"
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def mirrored():
+    """One MirroredStrategy over the two logical CPUs for the whole session: a second strategy
+    over the same devices in one process can mix up their collectives' instance keys."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -46,10 +46,10 @@ def test_one_first_order_step_moves_alpha_and_prunes_every_kernel_to_the_schedul
     check_one_step(darts.DartsSearch(TINY, splits, tmp_path))
 
 
-def test_search_steps_run_under_mirrored_strategy(splits, tmp_path):
+def test_search_steps_run_under_mirrored_strategy(splits, tmp_path, mirrored):
     """First order (the default): weight and alpha steps in replica context. The second-order
     step's cross-replica passes ran the same way (and pass), at a cost too high for the suite."""
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = mirrored
     check_one_step(darts.DartsSearch(TINY, splits, tmp_path, strategy))
 
 
@@ -154,13 +154,16 @@ def test_tiny_search_runs_end_to_end_and_resumes(tmp_path):
 
 
 def test_darts_flag_errors_are_one_line(tmp_path):
-    result = scas("search", "--method=darts", "--preset=tiny", "--controller_steps=3", f"--output_dir={tmp_path}")
-    assert result.returncode == 2
-    assert result.stderr.strip() == "scas: error: --controller_steps does not apply to `scas search --method=darts`"
-    result = scas("search", "--method=darts", "--preset=tiny", "--num_layers=2", f"--output_dir={tmp_path}")
-    assert result.returncode == 2 and result.stderr.strip().startswith("scas: error: darts needs num_layers >= 3")
-    result = scas("train", "--arch=darts:normal=[(sep_conv_3x3,0)]", f"--output_dir={tmp_path}")
-    assert result.returncode == 2 and "malformed DARTS genotype" in result.stderr
+    def error_line(*args):
+        result = scas(*args, f"--output_dir={tmp_path}")
+        assert result.returncode == 2
+        return result.stderr.strip().splitlines()[-1]
+
+    assert error_line("search", "--method=darts", "--preset=tiny", "--controller_steps=3") == (
+        "scas: error: --controller_steps does not apply to `scas search --method=darts`")
+    assert error_line("search", "--method=darts", "--preset=tiny", "--num_layers=2").startswith(
+        "scas: error: darts needs num_layers >= 3")
+    assert "malformed DARTS genotype" in error_line("train", "--arch=darts:normal=[(sep_conv_3x3,0)]")
 
 
 def test_pruning_masks_of_same_shaped_kernels_are_each_exact():

@@ -39,8 +39,8 @@ def test_tiny_run_learns_reaches_sparsity_and_writes_its_folder(splits, tmp_path
     assert zeros / sum(int(tf.size(k)) for k in kernels) == pytest.approx(0.8, abs=0.01)
 
 
-def test_mirrored_strategy_over_two_cpus_trains_the_same_way(splits, tmp_path):
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def test_mirrored_strategy_over_two_cpus_trains_the_same_way(splits, tmp_path, mirrored):
+    strategy = mirrored
     results = run(splits, TINY, tmp_path, strategy)
     assert results["num_replicas"] == 2
     assert results["steps"] == len(splits.train) // TINY.batch_size
