@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from scas_tf import data
 from scas_tf.data import readers, sources
@@ -160,3 +161,15 @@ def test_normalisation_and_cifar_augmentation(shared_data):
     zero_value = (-np.array(splits.info.mean) / np.array(splits.info.std)).astype(np.float32)
     border_padded = np.all(np.isclose(x[:, 0, :, :], zero_value), axis=(1, 2))
     assert 0.2 < border_padded.mean() < 0.8
+
+
+def test_cutout_zeroes_one_clipped_square_the_same_way_each_time():
+    cutout = data.pipeline.cutout
+    image = tf.ones([10, 10, 1])
+    holes = [cutout(image, 4, tf.constant([7, seed], tf.int64))[..., 0].numpy() for seed in range(20)]
+    for hole in holes:
+        rows, cols = np.nonzero(hole == 0)
+        assert 1 <= len(rows) <= 16 and len(rows) == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)  # one rectangle
+    assert any((hole == 0).sum() < 16 for hole in holes)  # clipped at the border sometimes
+    seed = tf.constant([7, 0], tf.int64)
+    np.testing.assert_array_equal(cutout(image, 4, seed), cutout(image, 4, seed))
