@@ -9,8 +9,10 @@ steps per second, images/s (each step reads a training and a validation minibatc
 process's peak resident memory, the one-off trace-and-compile time, and achieved GFLOP/s beside
 the machine's fp32 matmul peak measured in the same process. FLOPs are counted on the search
 network's dense MACs (every mixed op's every candidate): 2 FLOPs per MAC, a forward and
-backward pass counted as 3 forwards; a first-order step makes 2 such passes (weights, alpha),
-a second-order step 5 (weights, virtual step, validation, and the two Hessian passes).
+backward pass counted as 3 forwards (the model's FLOPs: the search network's recomputation of
+each cell in the backward pass is not counted); a first-order step makes 2 such passes
+(weights, alpha), a second-order step 5 (weights, virtual step, validation, and the two
+Hessian passes).
 """
 import dataclasses
 import subprocess

@@ -40,9 +40,8 @@ class LayerCost:
     sparse_macs: int
 
 
-def weighted_layer_cost(name, kind, kernels, other_params, output_shape):
-    """Cost of a layer whose kernels are each applied at every output position."""
-    positions = math.prod(output_shape[1:-1])  # 1 for a dense layer on a vector
+def weighted_layer_cost(name, kind, kernels, other_params, positions):
+    """Cost of a layer whose kernels' entries are each used once at `positions` outputs."""
     kernel_params = sum(k.size for k in kernels)
     nonzero_kernel = sum(int(np.count_nonzero(k)) for k in kernels)
     nonzero_other = sum(int(np.count_nonzero(p)) for p in other_params)
@@ -63,11 +62,15 @@ def free_layer_cost(name, kind, params):
 
 def layer_cost(layer, output_shape):
     """Cost of one (unwrapped) Keras layer, given its output shape."""
+    positions = math.prod(output_shape[1:-1])  # 1 for a dense layer on a vector
     for cls, kind, kernel_names in KERNELS:
         if isinstance(layer, cls):
             kernels = [getattr(layer, n).numpy() for n in kernel_names]
             bias = [layer.bias.numpy()] if getattr(layer, "bias", None) is not None else []
-            return weighted_layer_cost(layer.name, kind, kernels, bias, output_shape)
+            return weighted_layer_cost(layer.name, kind, kernels, bias, positions)
+    if isinstance(layer, pruning.StackedKernels):
+        kernels = [w.numpy() for w in layer.get_prunable_weights()]
+        return weighted_layer_cost(layer.name, "stacked", kernels, [], layer.kernel_positions)
     if isinstance(layer, keras.layers.BatchNormalization):
         return free_layer_cost(layer.name, "batchnorm", [w.numpy() for w in (layer.gamma, layer.beta) if w is not None])
     if layer.trainable_weights:

@@ -5,7 +5,9 @@ Every search method and the trainer prune through this module:
 * `prunable(layer)` wraps a Keras layer in tfmot's pruning wrapper (`PruneLowMagnitude`, as
   `MaskedLayer`), which owns the binary masks.
   `PrunableDepthwiseConv2D` makes depthwise kernels prunable too (tfmot leaves them dense), so
-  separable convolutions built as depthwise + 1x1 are pruned in full.
+  separable convolutions built as depthwise + 1x1 are pruned in full. A `StackedKernels`
+  layer holds several layers' kernels in one weight (a supernet's edges run as one op); each
+  is still pruned as a layer of its own.
 * `Pruner` moves all masks of a model from one global optimiser step through tfmot's
   `PolynomialDecay`. tfmot's wrappers would otherwise each count their own `training=True`
   calls, which drifts under weight sharing (ENAS) and extra forward passes (DARTS); so the
@@ -15,6 +17,7 @@ Every search method and the trainer prune through this module:
   (SMASH's generated weights), on the same schedule object.
 """
 import dataclasses
+import inspect
 
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
@@ -71,6 +74,15 @@ class PrunableDepthwiseConv2D(keras.layers.DepthwiseConv2D, tfmot_sparsity.Pruna
         return [self.depthwise_kernel]
 
 
+class StackedKernels(tfmot_sparsity.PrunableLayer):
+    """A prunable layer whose prunable weights each stack several kernels on axis 0 (e.g. the
+    edges of a supernet computed as one op). Each kernel is pruned on its own, as the kernel of
+    a layer of its own would be; the wrapper's threshold is the smallest of theirs.
+    `kernel_positions`: the output positions at which each kernel entry is used (for MACs)."""
+
+    kernel_positions = None
+
+
 class MaskedLayer(PruneLowMagnitude):
     """tfmot's pruning wrapper as the holder of a layer's masks, not their driver.
 
@@ -83,6 +95,8 @@ class MaskedLayer(PruneLowMagnitude):
     """
 
     def call(self, inputs, training=None, **kwargs):
+        if "training" in inspect.signature(self.layer.call).parameters:
+            kwargs["training"] = training
         return self.layer.call(inputs, **kwargs)
 
 
@@ -153,11 +167,16 @@ class Pruner:
             raise ValueError("build the model (call it once) before creating its Pruner")
         self.pruning_vars = [v for w in wrappers for v in w.pruning_vars]
         self._mask_by_weight = {weight.ref(): mask for weight, mask, _ in self.pruning_vars}
-        # Weights of one shape get their masks from one batched top_k: a supernet has hundreds
+        # Kernels of one shape get their masks from one batched top_k: a supernet has hundreds
         # of kernels but few shapes, and one op per kernel would swell every training graph.
+        # A stacked weight contributes its kernels (rows), any other weight itself.
         self._same_shape = {}
-        for variables in self.pruning_vars:
-            self._same_shape.setdefault(tuple(variables[0].shape), []).append(variables)
+        for wrapper in wrappers:
+            stacked = isinstance(wrapper.layer, StackedKernels)
+            for weight, mask, threshold in wrapper.pruning_vars:
+                kernel_shape = tuple(weight.shape[1:] if stacked else weight.shape)
+                rows = weight.shape[0] if stacked else None
+                self._same_shape.setdefault(kernel_shape, []).append((weight, mask, threshold, rows))
 
     def sparsity_at(self, step):
         return self.schedule(step)[1]
@@ -172,10 +191,13 @@ class Pruner:
         def recompute_masks():
             updates = []
             for group in self._same_shape.values():
-                masks, thresholds = magnitude_masks(tf.stack([weight for weight, _, _ in group]), sparsity)
-                for (_, mask, threshold), new_mask, new_threshold in zip(group, tf.unstack(masks),
-                                                                         tf.unstack(thresholds)):
-                    updates += [mask.assign(new_mask), threshold.assign(new_threshold)]
+                kernels = tf.concat([weight if rows else weight[None] for weight, _, _, rows in group], 0)
+                masks, thresholds = magnitude_masks(kernels, sparsity)
+                sizes = [rows or 1 for *_, rows in group]
+                for (weight, mask, threshold, _), new_mask, new_thresholds in zip(
+                        group, tf.split(masks, sizes), tf.split(thresholds, sizes)):
+                    updates += [mask.assign(tf.reshape(new_mask, weight.shape)),
+                                threshold.assign(tf.reduce_min(new_thresholds))]
             return tf.group(updates)
 
         with tf.control_dependencies([tf.cond(should_prune, recompute_masks, tf.no_op)]):

@@ -98,9 +98,13 @@ def make_sgd(learning_rate, min_learning_rate, total_steps, warmup_steps=0, mome
                                 global_clipnorm=grad_clip_norm or None)
 
 
+def is_kernel(variable):
+    """Whether L2 decay applies: conv, depthwise and dense kernels (rank >= 2), not BN or biases."""
+    return variable.shape.rank >= 2
+
+
 def kernels(model):
-    """The weights L2 decay applies to: conv, depthwise and dense kernels (rank >= 2)."""
-    return [v for v in model.trainable_variables if v.shape.rank >= 2]
+    return [v for v in model.trainable_variables if is_kernel(v)]
 
 
 def cross_entropy(labels, logits, label_smoothing=0.0):

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from scas_tf import accounting, architectures, data
+from scas_tf import accounting, architectures, data, pruning
 from scas_tf.errors import ScasError
 from scas_tf.models import darts, layers
 from scas_tf.spaces.darts import NUM_EDGES, PRIMITIVES, PUBLISHED, Genotype, derive, derive_cell
@@ -101,3 +101,59 @@ def test_drop_path_drops_whole_examples_only_in_training():
     assert np.all(np.isclose(kept, 0.0) | np.isclose(kept, 1 / 0.75)) and np.all(kept.min(1) == kept.max(1))
     assert 0.2 < np.mean(kept[:, 0] == 0) < 0.3
     np.testing.assert_array_equal(drop(x, training=False), x)
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+def test_mixed_ops_compute_every_edge_as_build_op_layers_would(strides):
+    """MixedOps runs all edges that read one state together; edge by edge and op by op it must
+    equal build_op's layers (an edge on its own, the layers the evaluation network trains)
+    holding the same kernels, in training mode."""
+    state_shape, filters = (8, 8, 4), 4
+    model = darts.mixed_ops_model(state_shape, state=0, strides=strides)
+    (wrapper,) = pruning.find_wrappers(model)
+    mixed = wrapper.layer
+    assert mixed.edges == [0, 2, 5, 9] and mixed.kernel_positions == (8 // strides) ** 2
+    x = tf.random.normal([3, *state_shape])
+    for op in PRIMITIVES[1:]:
+        one_hot = tf.one_hot([PRIMITIVES.index(op)] * NUM_EDGES, len(PRIMITIVES))[None]
+        together = model([x, one_hot], training=True)
+        for edge in range(len(mixed.edges)):
+            inputs = keras.Input(state_shape)
+            alone = keras.Model(inputs, darts.build_op(inputs, op, filters, strides, affine=False, search=True))
+            assert len(alone.trainable_variables) == len(mixed.op_kernels(op))
+            for kernel, stacked in zip(alone.trainable_variables, mixed.op_kernels(op)):
+                kernel.assign(stacked[edge])
+            np.testing.assert_allclose(together[:, :, :, edge], alone(x, training=True), atol=1e-4,
+                                       err_msg=f"{op}, edge {edge}")
+
+
+def test_search_cells_recompute_activations_with_the_same_gradients_and_statistics():
+    """Training-mode passes recompute each cell in the backward pass: the gradients must be those
+    of the plain forward pass, and BN's moving statistics move once per pass, not twice."""
+    network = darts.SearchNetwork(data.dataset_info("mnist"), filters=2, num_layers=3)
+    images, labels = tf.random.uniform([4, 28, 28, 1]), tf.constant([0, 1, 2, 3])
+
+    def plain_forward():
+        weights = {t: w[None] for t, w in network.op_weights().items()}
+        prev_prev = prev = network.stem(images, training=True)
+        for cell, cell_type in zip(network.cells, network.cell_types):
+            prev_prev, prev = prev, darts.run_cell(cell, prev_prev, prev, weights[cell_type], training=True)
+        return network.head(prev, training=True)
+
+    def gradients_and_statistics(forward):
+        statistics = [v for v in network.variables if "moving" in v.name]
+        saved = [v.numpy() for v in statistics]
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, forward()))
+        gradients = tape.gradient(loss, network.trainable_variables)
+        moved = [v.numpy() for v in statistics]
+        for v, value in zip(statistics, saved):
+            v.assign(value)
+        return gradients, moved
+
+    recomputed, recomputed_statistics = gradients_and_statistics(lambda: network(images, training=True))
+    plain, plain_statistics = gradients_and_statistics(plain_forward)
+    for a, b in zip(recomputed, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(recomputed_statistics, plain_statistics):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

@@ -133,3 +133,31 @@ def test_pruner_needs_a_built_model():
     wrapper = pruning.prunable(keras.layers.Dense(3))
     with pytest.raises(ValueError, match="build the model"):
         pruning.Pruner(wrapper, pruning.PruningConfig(0.5))
+
+
+class StackedDense(keras.layers.Layer, pruning.StackedKernels):
+    """Three dense kernels in one weight, the rows of very different magnitudes."""
+
+    def build(self, input_shape):
+        scales = tf.constant([1.0, 100.0, 0.01])[:, None, None]
+        self.kernels = self.add_weight("kernels", (3, input_shape[-1], 4),
+                                       initializer=lambda shape, dtype: tf.random.normal(shape) * scales)
+
+    def call(self, x):
+        return tf.einsum("bi,kio->bko", x, self.kernels)
+
+    def get_prunable_weights(self):
+        return [self.kernels]
+
+
+def test_stacked_kernels_are_pruned_each_on_its_own():
+    inputs = keras.Input((10,))
+    model = keras.Model(inputs, pruning.prunable(StackedDense())(inputs))
+    pruner = pruning.Pruner(model, pruning.PruningConfig(0.75, begin_step=0, end_step=1, frequency=1))
+    pruner.update_masks(tf.constant(1, tf.int64))
+    (wrapper,) = pruning.find_wrappers(model)
+    (kernels, mask, threshold), = wrapper.pruning_vars
+    # Pruned jointly, the large row would keep every weight and the small one none.
+    assert [int(tf.math.count_nonzero(row)) for row in kernels] == [10, 10, 10]
+    np.testing.assert_array_equal(mask.numpy() != 0, kernels.numpy() != 0)
+    assert float(threshold) == pytest.approx(float(tf.reduce_min(tf.abs(kernels[2][kernels[2] != 0]))))

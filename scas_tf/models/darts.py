@@ -1,16 +1,20 @@
 """DARTS networks: the search network of mixed ops weighted by softmax(alpha), and the
 evaluation network of a genotype (reference: quark0/darts cnn/model_search.py, cnn/model.py).
 
-Both are built from the same op builders (`OPS`), so an op found by the search is the layers
-the final network trains. Separable and dilated convolutions are depthwise + 1x1 convolutions,
-every kernel pruned. The search network normalises with non-affine BN (pool ops too), the
-evaluation network with affine BN, as the reference does.
+The evaluation network is built from the op builders (`build_op`); the search network runs
+the same ops for all edges that read one state at once (`MixedOps`, tested equal to build_op's
+layers edge by edge) and recomputes each cell's activations in the backward pass, to fit the
+reference's search in half its memory. Separable and dilated convolutions are depthwise + 1x1
+convolutions, every kernel pruned. The search network normalises with non-affine BN (pool ops
+too), the evaluation network with affine BN, as the reference does.
 """
+import contextlib
 import functools
 
 import tensorflow as tf
 import tf_keras as keras
 
+from scas_tf import pruning
 from scas_tf.errors import ScasError
 from scas_tf.models import layers
 from scas_tf.spaces.darts import CELL_TYPES, NUM_EDGES, NUM_NODES, PRIMITIVES, Genotype
@@ -97,34 +101,142 @@ def stem(images, filters):
     return layers.batch_norm(layers.conv(images, STEM_MULTIPLIER * filters, 3))
 
 
-class MixedEdge(keras.layers.Layer):
-    """sum_k softmax(alpha)[edge, k] * op_k(x) over the ops that are not `none` (whose output
-    is zero). Input: [weights of the cell type (1 x NUM_EDGES x ops), op outputs...]."""
+def edges_from(state):
+    """Rows of alpha (the reference's edge order) of the edges that read `state`, by target node."""
+    return [node * (node + 3) // 2 + state for node in range(max(0, state - 1), NUM_NODES)]
 
-    def __init__(self, edge, **kwargs):
+
+def stacked_he_normal(kernel_shape, count):
+    """`count` kernels stacked on axis 0, each drawn as Keras draws one layer's kernel."""
+    def init(shape, dtype=None):
+        return tf.stack([keras.initializers.get(layers.CONV_INIT)(kernel_shape, dtype) for _ in range(count)])
+    return init
+
+
+class MixedOps(keras.layers.Layer, pruning.StackedKernels):
+    """The mixed ops of all edges that read one state, computed together.
+
+    Edge e outputs sum_k softmax(alpha)[e, k] * op_k(state) over the ops but `none` (whose
+    output is zero), exactly as build_op's layers would (search=True). Run edge by edge, a cell
+    is ~400 small layers and a network ~1,400 kernels, and the graph (optimiser, clipping and
+    mask ops per kernel, every pass) dominates memory. Here the edges' kernels are stacked on
+    axis 0 (each still pruned on its own); their convolutions run as one depthwise convolution
+    over edge-major channels (the state copied once per edge) and one grouped 1x1 convolution, and
+    the parameter-free ops (pools with their BN, identity), equal on all these edges, run once.
+    Inputs: [state, op weights of the cell type (1 x NUM_EDGES x ops)];
+    output: [batch, height, width, edges, channels].
+    """
+
+    CONVS = {"sep_conv_3x3": (3, 1), "sep_conv_5x5": (5, 1), "dil_conv_3x3": (3, 2), "dil_conv_5x5": (5, 2)}
+
+    def __init__(self, edges, strides, **kwargs):
         super().__init__(**kwargs)
-        self.edge = edge
+        self.edges, self.strides = list(edges), strides
 
-    def call(self, inputs):
-        weights, *outputs = inputs
-        row = weights[0, self.edge]
-        return tf.add_n([row[op] * out for op, out in zip(range(1, len(PRIMITIVES)), outputs)])
+    def build(self, input_shape):
+        height, width, channels = input_shape[0][1:]
+        count, self.channels = len(self.edges), channels
+        self.kernel_positions = -(-height // self.strides) * -(-width // self.strides)
+
+        def kernels(name, *shape):
+            return self.add_weight(name, (count, *shape), initializer=stacked_he_normal(shape, count))
+
+        def norm():
+            return keras.layers.BatchNormalization(center=False, scale=False, momentum=0.9, epsilon=1e-5)
+
+        self.convs = {}
+        for op, (size, dilation) in self.CONVS.items():
+            stages = 2 if op.startswith("sep") else 1  # sep_conv runs (ReLU, depthwise, 1x1, BN) twice
+            self.convs[op] = [(kernels(f"{op}_depthwise_{i}", size, size, channels, 1),
+                               kernels(f"{op}_pointwise_{i}", 1, 1, channels, channels), norm())
+                              for i in range(stages)]
+        self.pool_norms = {"max": norm(), "avg": norm()}
+        if self.strides > 1:  # skip_connect is a factorized reduction per edge
+            half = channels // 2
+            self.reduce = (kernels("skip_path1", 1, 1, channels, half),
+                           kernels("skip_path2", 1, 1, channels, channels - half), norm())
+        super().build(input_shape)
+
+    def op_kernels(self, op):
+        """The op's stacked kernels, in the order build_op's layers create theirs."""
+        if op in self.CONVS:
+            return [w for depthwise, pointwise, _ in self.convs[op] for w in (depthwise, pointwise)]
+        return list(self.reduce[:2]) if op == "skip_connect" and self.strides > 1 else []
+
+    def get_prunable_weights(self):
+        return [w for op in PRIMITIVES[1:] for w in self.op_kernels(op)]
+
+    def edge_major(self, x, channels=None):
+        """[batch, h, w, edges * channels] (edge-major channels) as [batch, h, w, edges, channels]."""
+        return tf.reshape(x, [-1, *x.shape[1:3], len(self.edges), channels or self.channels])
+
+    def edgewise_depthwise(self, x, kernel, strides=1, dilation=1):
+        """Edge e's depthwise kernel on edge e's channels (edge-major); a strided dilated one
+        subsamples first, as layers.depthwise_conv does."""
+        if strides > 1 and dilation > 1:
+            x, strides, dilation = x[:, ::strides, ::strides, :], 1, dilation // strides
+        kernel = tf.reshape(tf.transpose(kernel, [1, 2, 0, 3, 4]), [*kernel.shape[1:3], -1, 1])
+        return tf.nn.depthwise_conv2d(x, kernel, [1, strides, strides, 1], "SAME", dilations=[dilation] * 2)
+
+    @staticmethod
+    def pointwise(x, kernel, strides=1):
+        """Edge e's 1x1 kernel on edge e's channels: a grouped convolution, or on a shared input
+        (as many input channels as one kernel) a plain one; edge-major output channels."""
+        kernel = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]), [1, 1, kernel.shape[3], -1])
+        return tf.nn.conv2d(x, kernel, strides, "SAME")
+
+    def conv_op(self, copies, op, training):
+        """`copies`: the ReLU of the state once per edge (edge-major), the first stage's input."""
+        _, dilation = self.CONVS[op]
+        x = copies
+        for stage, (depthwise, pointwise, norm) in enumerate(self.convs[op]):
+            if stage == 0:
+                x = self.edgewise_depthwise(x, depthwise, self.strides, dilation)
+            else:
+                x = self.edgewise_depthwise(tf.nn.relu(x), depthwise)
+            x = norm(self.pointwise(x, pointwise), training=training)
+        return self.edge_major(x)
+
+    def skip_op(self, x, relu, training):
+        if self.strides == 1:
+            return x[:, :, :, None, :]
+        path1, path2, norm = self.reduce
+        shifted = tf.pad(relu[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
+        paths = tf.concat([self.edge_major(self.pointwise(relu, path1, 2), path1.shape[-1]),
+                           self.edge_major(self.pointwise(shifted, path2, 2), path2.shape[-1])], axis=-1)
+        flat = tf.reshape(paths, [-1, *paths.shape[1:3], len(self.edges) * self.channels])
+        return self.edge_major(norm(flat, training=training))
+
+    def call(self, inputs, training=None):
+        x, op_weights = inputs
+        weights = tf.gather(op_weights[0], self.edges)[:, :, None]  # [edges, ops, 1]
+        relu = tf.nn.relu(x)
+        outputs = {
+            "max_pool_3x3": self.pool_norms["max"](tf.nn.max_pool2d(x, 3, self.strides, "SAME"), training=training),
+            "avg_pool_3x3": self.pool_norms["avg"](tf.nn.avg_pool2d(x, 3, self.strides, "SAME"), training=training),
+        }
+        outputs = {op: out[:, :, :, None, :] for op, out in outputs.items()}
+        outputs["skip_connect"] = self.skip_op(x, relu, training)
+        copies = tf.tile(relu, [1, 1, 1, len(self.edges)])  # cheaper than reordering each op's channels
+        outputs.update({op: self.conv_op(copies, op, training) for op in self.CONVS})
+        return tf.add_n([weights[:, PRIMITIVES.index(op)] * out for op, out in outputs.items()])
 
     def get_config(self):
-        return {**super().get_config(), "edge": self.edge}
+        return {**super().get_config(), "edges": self.edges, "strides": self.strides}
 
 
-def mixed_edge_model(state_shape, filters, strides, edge):
-    """One edge of a search cell: every op but `none` on a state, summed with the op weights."""
-    state = keras.Input(state_shape)
+def mixed_ops_model(state_shape, state, strides):
+    """MixedOps of the edges that read `state` (pruned), as a functional model of [state, op weights]."""
+    state_input = keras.Input(state_shape)
     weights = keras.Input((NUM_EDGES, len(PRIMITIVES)))  # fed as [1, edges, ops]
-    outputs = [build_op(state, op, filters, strides, affine=False, search=True) for op in range(1, len(PRIMITIVES))]
-    return keras.Model([state, weights], MixedEdge(edge)([weights, *outputs]), name=f"edge_{edge}")
+    mixed = pruning.prunable(MixedOps(edges_from(state), strides, name=f"mixed_ops_{state}"))
+    return keras.Model([state_input, weights], mixed([state_input, weights]), name=f"edges_from_{state}")
 
 
 class SearchCell(keras.Model):
     """A search cell: preprocessing, then node i sums the mixed edges from all earlier states;
-    the output concatenates the NUM_NODES nodes."""
+    the output concatenates the NUM_NODES nodes. The edges that read one state run together
+    (MixedOps), each state's as soon as the state exists."""
 
     def __init__(self, input_shapes, filters, reduction, reduction_prev, **kwargs):
         super().__init__(**kwargs)
@@ -132,22 +244,25 @@ class SearchCell(keras.Model):
             layers.submodel(input_shapes[0], lambda x: (factorized_reduce(x, filters, affine=False) if reduction_prev
                                                         else relu_conv_bn(x, filters, affine=False))),
             layers.submodel(input_shapes[1], lambda x: relu_conv_bn(x, filters, affine=False))]
-        state_shapes = [p.output_shape[1:] for p in self.preprocess]
-        self.edges = []
-        for node in range(NUM_NODES):
-            for index in range(node + 2):
-                strides = 2 if reduction and index < 2 else 1
-                edge = mixed_edge_model(state_shapes[index], filters, strides, len(self.edges))
-                self.edges.append(edge)
-            state_shapes.append(edge.output_shape[1:])
-        self.output_shape_ = (*state_shapes[-1][:2], NUM_NODES * filters)
+        height, width, _ = self.preprocess[1].output_shape[1:]
+        stride = 2 if reduction else 1
+        node_shape = (-(-height // stride), -(-width // stride), filters)
+        self.mixed = [mixed_ops_model((height, width, filters) if state < 2 else node_shape, state,
+                                      stride if state < 2 else 1)
+                      for state in range(NUM_NODES + 1)]  # the last node feeds no edge
+        self.output_shape_ = (*node_shape[:2], NUM_NODES * filters)
 
     def call(self, inputs, training=None):
         *cell_inputs, weights = inputs
         states = [p(x, training=training) for p, x in zip(self.preprocess, cell_inputs)]
-        edges = iter(self.edges)
-        for _ in range(NUM_NODES):
-            states.append(tf.add_n([next(edges)([state, weights], training=training) for state in states]))
+        edge_outputs = [tf.unstack(mixed([state, weights], training=training), axis=3)
+                        for mixed, state in zip(self.mixed, states)]
+        for node in range(NUM_NODES):
+            # State i's edges go to nodes max(0, i - 1), ..., NUM_NODES - 1, in that order.
+            states.append(tf.add_n([edge_outputs[i][node - max(0, i - 1)] for i in range(node + 2)]))
+            if len(edge_outputs) < len(self.mixed):
+                edge_outputs.append(tf.unstack(self.mixed[len(edge_outputs)]([states[-1], weights],
+                                                                             training=training), axis=3))
         return tf.concat(states[2:], axis=-1)
 
 
@@ -168,8 +283,9 @@ class SearchNetwork(keras.Model):
             shapes = [shapes[1], cell.output_shape_]
             reduction_prev = is_reduction
         self.head = layers.submodel(shapes[1], lambda x: layers.classifier(x, info.num_classes))
-        init = keras.initializers.RandomNormal(stddev=1e-3)
-        self.alphas = {t: self.add_weight(f"alpha_{t}", (NUM_EDGES, len(PRIMITIVES)), initializer=init)
+        # One initializer per alpha: an unseeded Keras initializer repeats its values.
+        self.alphas = {t: self.add_weight(f"alpha_{t}", (NUM_EDGES, len(PRIMITIVES)),
+                                          initializer=keras.initializers.RandomNormal(stddev=1e-3))
                        for t in CELL_TYPES}
         self.build((None, *info.image_shape))
 
@@ -189,8 +305,43 @@ class SearchNetwork(keras.Model):
         weights = {t: w[None] for t, w in self.op_weights().items()}
         prev_prev = prev = self.stem(images, training=training)
         for cell, cell_type in zip(self.cells, self.cell_types):
-            prev_prev, prev = prev, cell([prev_prev, prev, weights[cell_type]], training=training)
+            run = recomputed(cell) if training else functools.partial(run_cell, cell, training=False)
+            prev_prev, prev = prev, run(prev_prev, prev, weights[cell_type])
         return self.head(prev, training=training)
+
+
+def run_cell(cell, prev_prev, prev, weights, training):
+    return cell([prev_prev, prev, weights], training=training)
+
+
+def recomputed(cell):
+    """The cell in training mode, its activations recomputed in the backward pass rather than
+    kept from the forward one, so that a pass holds one cell's activations, not the network's
+    (at the reference's batch of 64 they are ~5 GiB of the search's memory; the recomputation
+    costs a forward pass). BN's moving statistics are frozen while recomputing: the forward
+    pass has updated them with these very batch statistics already."""
+    calls = []
+
+    def forward(prev_prev, prev, weights):
+        with frozen_statistics(cell) if calls else contextlib.nullcontext():
+            calls.append(True)
+            return run_cell(cell, prev_prev, prev, weights, training=True)
+    return tf.recompute_grad(forward)
+
+
+@contextlib.contextmanager
+def frozen_statistics(model):
+    """BN layers of `model` normalise by batch statistics but leave their moving ones as they
+    are (momentum 1) in the layer calls traced meanwhile."""
+    norms = [m for m in model.submodules if isinstance(m, keras.layers.BatchNormalization)]
+    momentums = [n.momentum for n in norms]
+    for norm in norms:
+        norm.momentum = 1.0
+    try:
+        yield
+    finally:
+        for norm, momentum in zip(norms, momentums):
+            norm.momentum = momentum
 
 
 def genotype_cell(prev_prev, prev, genotype_cell_ops, concat, filters, reduction, reduction_prev, drop_path):

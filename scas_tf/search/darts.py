@@ -13,7 +13,6 @@ in every training-mode pass, as the reference's (always model.train()) search do
 """
 import dataclasses
 import logging
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -24,6 +23,7 @@ from scas_tf.data.pipeline import Split
 from scas_tf.errors import ScasError
 from scas_tf.models.darts import SearchNetwork
 from scas_tf.run_dir import RunDir, read_json, write_json_atomic, write_text_atomic
+from scas_tf.search.loop import checkpointing, search_epochs
 from scas_tf.spaces.darts import CELL_TYPES, PRIMITIVES, derive
 from scas_tf.trainer import option
 
@@ -137,10 +137,9 @@ class DartsSearch:
             self.eval_loss = keras.metrics.SparseCategoricalCrossentropy(from_logits=True)
             self.eval_accuracy = keras.metrics.SparseCategoricalAccuracy()
             self.search_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-        self.checkpoint = tf.train.Checkpoint(
-            network=self.network, optimizer=self.optimizer, alpha_optimizer=self.alpha_optimizer,
+        self.checkpoint, self.manager = checkpointing(
+            self.run, network=self.network, optimizer=self.optimizer, alpha_optimizer=self.alpha_optimizer,
             search_seconds=self.search_seconds)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.run.checkpoints), max_to_keep=2)
 
     @property
     def step(self):
@@ -166,7 +165,7 @@ class DartsSearch:
     def with_weight_decay(self, gradients, share=1.0):
         """Adds the L2 decay's gradient (a `share` of it) to the weights' gradients."""
         decay = self.config.weight_decay * share
-        return [g + decay * w if w.shape.rank >= 2 else g
+        return [g + decay * w if trainer.is_kernel(w) else g
                 for g, w in zip(gradients, self.network.weight_variables)]
 
     def replica_weight_step(self, images, labels):
@@ -260,6 +259,7 @@ class DartsSearch:
             self.search_steps(train_iterator, valid_iterator, tf.constant(min(self.config.log_every_steps,
                                                                               epoch_end - self.step)))
             self.log_steps()
+        self.log_epoch_end(epoch)
 
     def log_steps(self):
         step = self.step
@@ -317,19 +317,7 @@ class DartsSearch:
 
     def search(self):
         """Runs (or resumes, at the last finished epoch) the search."""
-        if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-            log.info("resuming search in %s at step %d of %d", self.run.path, self.step, self.total_steps)
-        writer = tf.summary.create_file_writer(str(self.run.tensorboard))
-        with writer.as_default():
-            while self.step < self.total_steps:
-                started = time.perf_counter()
-                epoch = self.step // self.steps_per_epoch
-                self.search_epoch(epoch)
-                self.search_seconds.assign_add(time.perf_counter() - started)
-                self.log_epoch_end(epoch)
-                self.manager.save(checkpoint_number=self.step)
-        writer.close()
+        search_epochs(self, self.search_epoch)
 
 
 def limit_images(splits, num_images):

@@ -13,7 +13,6 @@ belong to any one architecture.
 """
 import dataclasses
 import logging
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -25,6 +24,7 @@ from scas_tf.models.enas_macro import MacroSupernet
 from scas_tf.models.enas_micro import MicroSupernet
 from scas_tf.run_dir import RunDir, write_json_atomic, write_text_atomic
 from scas_tf.search.controller import Controller
+from scas_tf.search.loop import checkpointing, search_epochs
 from scas_tf.search.reinforce import Reinforce
 from scas_tf.spaces import enas_macro, enas_micro
 from scas_tf.trainer import option
@@ -142,11 +142,10 @@ class EnasSearch:
         self.reinforce = Reinforce(self.controller, config.controller_learning_rate,
                                    config.baseline_decay, config.entropy_weight, config.skip_weight)
         self.sample = tf.function(self.controller.sample)
-        self.checkpoint = tf.train.Checkpoint(
-            supernet=self.supernet, optimizer=self.optimizer, controller=self.controller,
+        self.checkpoint, self.manager = checkpointing(
+            self.run, supernet=self.supernet, optimizer=self.optimizer, controller=self.controller,
             controller_optimizer=self.reinforce.optimizer, baseline=self.reinforce.baseline,
             search_seconds=self.search_seconds)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.run.checkpoints), max_to_keep=2)
 
     def arch_from_actions(self, actions):
         return self.space.arch_class.from_actions(actions)
@@ -227,19 +226,11 @@ class EnasSearch:
 
     def search(self):
         """Runs (or resumes) the search epochs."""
-        if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-            log.info("resuming search in %s at step %d of %d", self.run.path, self.step, self.total_steps)
-        writer = tf.summary.create_file_writer(str(self.run.tensorboard))
-        with writer.as_default():
-            while self.step < self.total_steps:
-                started = time.perf_counter()
-                epoch = self.step // self.steps_per_epoch
-                self.train_child_epoch(epoch)
-                self.train_controller_epoch(epoch)
-                self.search_seconds.assign_add(time.perf_counter() - started)
-                self.manager.save(checkpoint_number=self.step)
-        writer.close()
+        search_epochs(self, self.search_epoch)
+
+    def search_epoch(self, epoch):
+        self.train_child_epoch(epoch)
+        self.train_controller_epoch(epoch)
 
     def pick_best(self):
         """Samples candidates and ranks them on the same validation minibatches."""
