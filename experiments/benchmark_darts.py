@@ -6,7 +6,8 @@ Runs first-order and second-order (unrolled) search steps, each in its own proce
 each peak memory is its own: 8 cells, C=16, batch 64 (as quark0/darts train_search.py) on
 random CIFAR-10-shaped images, pruning to 0.9 with a mask update every step. Prints seconds and
 steps per second, images/s (each step reads a training and a validation minibatch), the
-process's peak resident memory, the one-off trace-and-compile time, and achieved GFLOP/s beside
+process's peak resident memory (over the one-off trace and compile, and over the steps alone,
+with the TensorFlow tensors' share), the trace-and-compile time, and achieved GFLOP/s beside
 the machine's fp32 matmul peak measured in the same process. FLOPs are counted on the search
 network's dense MACs (every mixed op's every candidate): 2 FLOPs per MAC, a forward and
 backward pass counted as 3 forwards (the model's FLOPs: the search network's recomputation of
@@ -14,6 +15,7 @@ each cell in the backward pass is not counted); a first-order step makes 2 such 
 (weights, alpha), a second-order step 5 (weights, virtual step, validation, and the two
 Hessian passes).
 """
+import ctypes
 import dataclasses
 import subprocess
 import sys
@@ -47,6 +49,9 @@ def peak_memory_gib():
 
 
 def reset_peak_memory():
+    """Returns the heap the one-off trace and compile freed to the OS (glibc keeps it otherwise),
+    then restarts the peak, so that the next peak is the stepping's own."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")
 
@@ -74,11 +79,13 @@ def measure(order):
         macs = accounting.model_cost(search.network).summary()["dense_macs"]
     gflops = PASSES[order] * 3 * 2 * macs * config.batch_size / seconds / 1e9
     steps_peak = peak_memory_gib()
+    tensors_peak = tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2 ** 30
     print(f"{order}-order: {seconds:.2f} s/step = {1 / seconds:.3f} steps/s, "
-          f"{2 * config.batch_size / seconds:.0f} images/s (training + validation), peak memory "
-          f"{steps_peak:.2f} GiB while stepping ({compile_peak:.2f} GiB while tracing and compiling, "
-          f"{compile_seconds:.0f} s); {gflops:.1f} GFLOP/s on "
-          f"{macs / 1e6:.0f}M MACs/image = {gflops / peak:.1%} of the {peak:.0f} GFLOP/s matmul peak")
+          f"{2 * config.batch_size / seconds:.0f} images/s (training + validation); peak memory "
+          f"{max(compile_peak, steps_peak):.2f} GiB ({compile_peak:.2f} GiB while tracing and compiling, "
+          f"{compile_seconds:.0f} s; {steps_peak:.2f} GiB while stepping, of which tensors {tensors_peak:.2f} GiB); "
+          f"{gflops:.1f} GFLOP/s on {macs / 1e6:.0f}M MACs/image = {gflops / peak:.1%} of the "
+          f"{peak:.0f} GFLOP/s matmul peak")
 
 
 def main(_):
