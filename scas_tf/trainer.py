@@ -27,6 +27,13 @@ def option(default, help_text):
     return dataclasses.field(default=default, metadata={"help": help_text})
 
 
+def require_positive(config, names):
+    """A one-line error for the first of these config fields that is not > 0."""
+    for name in names:
+        if getattr(config, name) <= 0:
+            raise ScasError(f"{name} must be positive, got {getattr(config, name)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run (a resumed run must match it exactly)."""
@@ -58,10 +65,7 @@ class TrainConfig:
     checkpoint_every_steps: int = option(0, "Steps between checkpoints; 0 means at the end of every epoch.")
 
     def __post_init__(self):
-        positive = ("epochs", "batch_size", "log_every_steps")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ScasError(f"{name} must be positive, got {getattr(self, name)}")
+        require_positive(self, ("epochs", "batch_size", "log_every_steps"))
         if not 0.0 <= self.target_sparsity < 1.0:
             raise ScasError(f"target_sparsity must be in [0, 1), got {self.target_sparsity}")
         if not 0.0 <= self.pruning_begin < self.pruning_end <= 1.0:

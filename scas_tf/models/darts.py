@@ -240,11 +240,9 @@ class SearchCell(keras.Model):
 
     def __init__(self, input_shapes, filters, reduction, reduction_prev, **kwargs):
         super().__init__(**kwargs)
-        self.preprocess = [
-            layers.submodel(input_shapes[0], lambda x: (factorized_reduce(x, filters, affine=False) if reduction_prev
-                                                        else relu_conv_bn(x, filters, affine=False))),
-            layers.submodel(input_shapes[1], lambda x: relu_conv_bn(x, filters, affine=False))]
-        height, width, _ = self.preprocess[1].output_shape[1:]
+        inputs = [keras.Input(shape) for shape in input_shapes]
+        self.preprocess = keras.Model(inputs, list(preprocess(*inputs, filters, reduction_prev, affine=False)))
+        height, width, _ = self.preprocess.output_shape[1][1:]
         stride = 2 if reduction else 1
         node_shape = (-(-height // stride), -(-width // stride), filters)
         self.mixed = [mixed_ops_model((height, width, filters) if state < 2 else node_shape, state,
@@ -254,7 +252,7 @@ class SearchCell(keras.Model):
 
     def call(self, inputs, training=None):
         *cell_inputs, weights = inputs
-        states = [p(x, training=training) for p, x in zip(self.preprocess, cell_inputs)]
+        states = list(self.preprocess(cell_inputs, training=training))
         edge_outputs = [tf.unstack(mixed([state, weights], training=training), axis=3)
                         for mixed, state in zip(self.mixed, states)]
         for node in range(NUM_NODES):

@@ -75,10 +75,8 @@ class DartsConfig:
     def __post_init__(self):
         if self.method != "darts":
             raise ScasError(f"DartsConfig is for method darts, not {self.method!r}")
-        for name in ("num_layers", "filters", "epochs", "batch_size", "log_every_steps",
-                     "alpha_learning_rate"):
-            if getattr(self, name) <= 0:
-                raise ScasError(f"{name} must be positive, got {getattr(self, name)}")
+        trainer.require_positive(self, ("num_layers", "filters", "epochs", "batch_size", "log_every_steps",
+                                        "alpha_learning_rate"))
         if self.num_layers < 3:
             raise ScasError(f"darts needs num_layers >= 3 (two reduction cells), got {self.num_layers}")
         if not 0.0 <= self.momentum < 1.0 or not 0.0 <= self.alpha_beta1 < 1.0:

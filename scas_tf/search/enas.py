@@ -90,11 +90,10 @@ class EnasConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ScasError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        for name in ("num_layers", "filters", "epochs", "batch_size", "controller_steps",
-                     "controller_batch", "num_candidates", "candidate_batches", "final_epochs",
-                     "final_filters", "final_batch_size", "lstm_size", "log_every_steps"):
-            if getattr(self, name) <= 0:
-                raise ScasError(f"{name} must be positive, got {getattr(self, name)}")
+        trainer.require_positive(self, (
+            "num_layers", "filters", "epochs", "batch_size", "controller_steps", "controller_batch",
+            "num_candidates", "candidate_batches", "final_epochs", "final_filters", "final_batch_size",
+            "lstm_size", "log_every_steps"))
         if self.method == "enas_macro" and self.num_layers < 3:
             raise ScasError("enas_macro needs num_layers >= 3 (pool layers at L//3-1 and 2L//3-1)")
         self.final_train_config()  # validates the shared fields (sparsity, dataset, ...)
