@@ -48,9 +48,11 @@ def main(_):
         dataset = data.train_dataset(splits.train, splits.info, config.batch_size, 0, 0).repeat()
         iterator = iter(search.strategy.experimental_distribute_dataset(dataset))
         archs, *_ = search.sample(FLAGS.steps)
-        search.child_steps(iterator, archs)  # trace (the same shapes as the timed call)
+        everything = tf.constant(0), tf.constant(FLAGS.steps)
+        search.child_steps(iterator, archs, *everything)  # trace (the same shapes as the timed call)
         archs, *_ = search.sample(FLAGS.steps)
-        seconds = timed(lambda: search.child_steps(iterator, archs) and search.child_loss.result().numpy(), 1)
+        seconds = timed(lambda: search.child_steps(iterator, archs, *everything)
+                        and search.child_loss.result().numpy(), 1)
         images_per_s = FLAGS.steps * config.batch_size / seconds
         macs = np.mean([accounting.model_cost(architectures.build_model(
             f"{config.method}:{search.arch_from_actions(a).to_text()}", splits.info, config.filters,

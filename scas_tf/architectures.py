@@ -46,13 +46,14 @@ def read_arch_file(path):
     return text
 
 
-def build_model(arch_spec, info, filters=0, num_layers=0, auxiliary=False, drop_path=0.0):
-    """A functional Keras model of any architecture spec; 0 keeps the builder's default size.
-    `auxiliary` and `drop_path` exist for DARTS networks only."""
+def build_model(arch_spec, info, filters=0, num_layers=0, auxiliary=False, drop_path=0.0, dropout=None):
+    """A functional Keras model of any architecture spec; 0 (None for dropout) keeps the
+    builder's default. `auxiliary`, `drop_path` and `dropout` exist for searched architectures
+    (DARTS networks have no dropout)."""
     space, arch = parse(arch_spec)
-    if (auxiliary or drop_path) and space != "darts":
-        raise ScasError("auxiliary_weight and drop_path apply to DARTS architectures only")
     if space is None:
+        if auxiliary or drop_path or dropout is not None:
+            raise ScasError("auxiliary_weight, drop_path and dropout apply to searched architectures only")
         return baselines.build_baseline(arch, info)
     size = {"filters": filters} if filters else {}
     if num_layers and space in SIZED_BY_NUM_LAYERS:
@@ -60,6 +61,14 @@ def build_model(arch_spec, info, filters=0, num_layers=0, auxiliary=False, drop_
     elif num_layers and num_layers != arch.num_layers:
         raise ScasError(f"an ENAS macro architecture fixes its depth: {arch.num_layers} layers, "
                         f"not num_layers={num_layers}")
-    if space == "darts":
-        size.update(auxiliary=auxiliary, drop_path=drop_path)
-    return SPACES[space][1](arch, info, **size)
+    if dropout is not None:
+        if space == "darts":
+            raise ScasError("DARTS networks have no dropout")
+        size["dropout"] = dropout
+    return SPACES[space][1](arch, info, auxiliary=auxiliary, drop_path=drop_path, **size)
+
+
+def model_builder(config, info):
+    """A function building the network a TrainConfig describes (for trainer.train)."""
+    return lambda: build_model(config.arch, info, config.filters, config.num_layers,
+                               config.auxiliary_weight > 0, config.drop_path, config.dropout)

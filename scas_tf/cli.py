@@ -102,10 +102,7 @@ def train_command(config):
     folder = output_dir(name, config)
     strategy = distribute.make_strategy(FLAGS.strategy)
     splits = load_splits(config)
-    results = trainer.train(
-        lambda: architectures.build_model(config.arch, splits.info, config.filters, config.num_layers,
-                                          config.auxiliary_weight > 0, config.drop_path),
-        splits, config, folder, strategy)
+    results = trainer.train(architectures.model_builder(config, splits.info), splits, config, folder, strategy)
     print(summary_line(results, f"{name} on {config.dataset} at target sparsity {config.target_sparsity:g}")
           + f"; results in {folder / 'results.json'}")
 

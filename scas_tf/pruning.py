@@ -59,11 +59,15 @@ class PruningConfig:
 
 def gradual_config(target_sparsity, total_steps, begin_fraction, end_fraction, frequency=0):
     """A schedule over fractions of a run: frequency 0 means about 50 mask updates in all.
-    The window is a whole number of update intervals, so the last update hits the target."""
+
+    The window is a whole number of update intervals, so the last update hits the target; a
+    frequency longer than the window is clamped to it (one update, at the window's end), so
+    that the schedule can never end after the run and leave the target unreached.
+    """
     begin = int(begin_fraction * total_steps)
     span = max(1, int(end_fraction * total_steps) - begin)
-    frequency = frequency or max(1, span // 50)
-    end = begin + frequency * max(1, span // frequency)
+    frequency = min(frequency or max(1, span // 50), span)
+    end = begin + frequency * (span // frequency)
     return PruningConfig(target_sparsity, begin, end, frequency)
 
 

@@ -1,9 +1,10 @@
 """Trains a fixed architecture from scratch under a sparsity target (the SCAS "trainer").
 
 A Keras custom training loop under a tf.distribute strategy: SGD with momentum, cosine
-learning rate with optional warm-up, L2 weight decay on kernels, optional label smoothing and
-gradient clipping. After every optimiser step the pruning step runs (`Pruner.update_masks`)
-from the optimiser's own step counter. Checkpoints make a re-run on the same folder resume;
+learning rate (with optional warm-up, or with warm restarts: SGDR), L2 weight decay on kernels
+(or on every variable, as ENAS's reference), optional label smoothing and gradient clipping.
+After every optimiser step the pruning step runs (`Pruner.update_masks`) from the optimiser's
+own step counter. Checkpoints make a re-run on the same folder resume;
 the result is a results JSON and a SavedModel of the stripped model.
 """
 import dataclasses
@@ -46,14 +47,24 @@ class TrainConfig:
     batch_size: int = option(128, "Global batch size (split across replicas).")
     learning_rate: float = option(0.1, "Peak learning rate of the cosine schedule.")
     min_learning_rate: float = option(0.0, "Learning rate at the end of the cosine schedule.")
+    lr_restart_epochs: float = option(0.0, "SGDR (cosine with warm restarts): epochs of the first "
+                                      "period, each next one lr_restart_mult times longer; 0 = one "
+                                      "cosine over the whole run.")
+    lr_restart_mult: float = option(2.0, "SGDR: growth of each restart period over the previous one.")
     warmup_epochs: float = option(0.0, "Linear warm-up from 0 to learning_rate, in epochs.")
     momentum: float = option(0.9, "SGD momentum.")
     nesterov: bool = option(True, "Use Nesterov momentum.")
-    weight_decay: float = option(5e-4, "L2 decay on conv/dense kernels (as PyTorch SGD's weight_decay).")
+    weight_decay: float = option(5e-4, "L2 decay on conv/dense kernels (as PyTorch SGD's weight_decay: "
+                                 "the loss gains weight_decay/2 * sum(w^2)).")
+    decay_all_variables: bool = option(False, "Decay every trainable variable (BN scale and offset, "
+                                       "biases too), as ENAS's reference does; else kernels only.")
     label_smoothing: float = option(0.0, "Label smoothing of the training loss.")
     grad_clip_norm: float = option(0.0, "Clip gradients to this global norm; 0 disables clipping.")
-    auxiliary_weight: float = option(0.0, "Weight of a DARTS network's auxiliary-head loss; 0 = no head.")
-    drop_path: float = option(0.0, "Final drop-path rate of a DARTS network (rising linearly from 0).")
+    dropout: float = option(None, "Dropout before a searched network's classifier; unset = its "
+                            "builder's default.")
+    auxiliary_weight: float = option(0.0, "Weight of a searched network's auxiliary-head loss; 0 = no head.")
+    drop_path: float = option(0.0, "Drop-path rate of a searched network at the end of training "
+                              "(rising linearly from 0; ENAS scales it by depth).")
     cutout: int = option(0, "Cutout square side in pixels; 0 disables cutout.")
     validation_fraction: float = option(0.1, "Fraction of the training set held out for validation.")
     target_sparsity: float = option(0.0, "Fraction of every prunable kernel pruned by the end, in [0, 1).")
@@ -81,8 +92,15 @@ class TrainConfig:
                self.weight_decay, self.warmup_epochs, self.auxiliary_weight, self.cutout) < 0:
             raise ScasError("filters, num_layers, checkpoint_every_steps, pruning_frequency, "
                             "weight_decay, warmup_epochs, auxiliary_weight and cutout must not be negative")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ScasError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.drop_path < 1.0:
             raise ScasError(f"drop_path must be in [0, 1), got {self.drop_path}")
+        if self.lr_restart_epochs < 0 or self.lr_restart_mult < 1:
+            raise ScasError(f"need lr_restart_epochs >= 0 and lr_restart_mult >= 1, got "
+                            f"{self.lr_restart_epochs}, {self.lr_restart_mult}")
+        if self.lr_restart_epochs and self.warmup_epochs:
+            raise ScasError("warmup_epochs and lr_restart_epochs cannot be combined")
         data.dataset_info(self.dataset)
 
     def pruning_config(self, total_steps):
@@ -90,14 +108,26 @@ class TrainConfig:
                                       self.pruning_end, self.pruning_frequency)
 
 
-def make_sgd(learning_rate, min_learning_rate, total_steps, warmup_steps=0, momentum=0.9,
-             nesterov=True, grad_clip_norm=0.0):
-    """SGD with momentum on a cosine schedule (optional linear warm-up) and optional clipping."""
-    schedule = keras.optimizers.schedules.CosineDecay(
+def cosine_schedule(learning_rate, min_learning_rate, total_steps, warmup_steps=0, restart_steps=0,
+                    restart_mult=2.0):
+    """A cosine learning rate: one period over the run (optionally after a linear warm-up),
+    or, with `restart_steps`, warm restarts (SGDR: periods of restart_steps, restart_steps *
+    restart_mult, ..., each from the peak down to the minimum)."""
+    alpha = min_learning_rate / learning_rate
+    if restart_steps:
+        return keras.optimizers.schedules.CosineDecayRestarts(
+            learning_rate, first_decay_steps=restart_steps, t_mul=restart_mult, m_mul=1.0, alpha=alpha)
+    return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup_steps else learning_rate,
-        decay_steps=max(1, total_steps - warmup_steps),
-        alpha=min_learning_rate / learning_rate,
+        decay_steps=max(1, total_steps - warmup_steps), alpha=alpha,
         warmup_target=learning_rate if warmup_steps else None, warmup_steps=warmup_steps)
+
+
+def make_sgd(learning_rate, min_learning_rate, total_steps, warmup_steps=0, momentum=0.9,
+             nesterov=True, grad_clip_norm=0.0, restart_steps=0, restart_mult=2.0):
+    """SGD with momentum and optional clipping on `cosine_schedule`."""
+    schedule = cosine_schedule(learning_rate, min_learning_rate, total_steps, warmup_steps, restart_steps,
+                               restart_mult)
     return keras.optimizers.SGD(schedule, momentum=momentum, nesterov=nesterov,
                                 global_clipnorm=grad_clip_norm or None)
 
@@ -107,8 +137,9 @@ def is_kernel(variable):
     return variable.shape.rank >= 2
 
 
-def kernels(model):
-    return [v for v in model.trainable_variables if is_kernel(v)]
+def decayed_variables(model, decay_all_variables=False):
+    """The variables L2 decay applies to: kernels, or every trainable variable."""
+    return [v for v in model.trainable_variables if decay_all_variables or is_kernel(v)]
 
 
 def cross_entropy(labels, logits, label_smoothing=0.0):
@@ -118,15 +149,16 @@ def cross_entropy(labels, logits, label_smoothing=0.0):
     return tf.nn.softmax_cross_entropy_with_logits(targets, logits)
 
 
-def regularized_loss(model, per_example, weight_decay, global_batch_size):
-    """One replica's share of the mean loss plus L2 decay on the model's kernels."""
-    decay = weight_decay * tf.add_n([tf.nn.l2_loss(k) for k in kernels(model)])
+def regularized_loss(model, per_example, weight_decay, global_batch_size, decay_all_variables=False):
+    """One replica's share of the mean loss plus L2 decay (weight_decay/2 * sum(w^2)) on the
+    model's kernels, or on all its variables."""
+    decay = weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in decayed_variables(model, decay_all_variables)])
     return (tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
             + tf.nn.scale_regularization_loss(decay))
 
 
 def pruned_sgd_step(model, forward, labels, optimizer, pruner, weight_decay, global_batch_size,
-                    label_smoothing=0.0, auxiliary_weight=0.0):
+                    label_smoothing=0.0, auxiliary_weight=0.0, decay_all_variables=False):
     """One replica's optimiser step on the loss of `forward()` plus L2 decay, with pruned
     weights' gradients blocked. Shared by the trainer and the searchers' weight steps.
     `forward()` returns logits, or [logits, auxiliary logits] whose loss weighs
@@ -140,7 +172,7 @@ def pruned_sgd_step(model, forward, labels, optimizer, pruner, weight_decay, glo
         objective = per_example
         if auxiliary is not None:
             objective = per_example + auxiliary_weight * cross_entropy(labels, auxiliary, label_smoothing)
-        loss = regularized_loss(model, objective, weight_decay, global_batch_size)
+        loss = regularized_loss(model, objective, weight_decay, global_batch_size, decay_all_variables)
     variables = model.trainable_variables
     apply_pruned_gradients(optimizer, pruner, tape.gradient(loss, variables), variables)
     return per_example, logits
@@ -171,7 +203,8 @@ class Trainer:
             self.optimizer = make_sgd(
                 config.learning_rate, config.min_learning_rate, self.total_steps,
                 int(config.warmup_epochs * self.steps_per_epoch), config.momentum, config.nesterov,
-                config.grad_clip_norm)
+                config.grad_clip_norm, round(config.lr_restart_epochs * self.steps_per_epoch),
+                config.lr_restart_mult)
             self.optimizer.build(self.model.trainable_variables)  # else the first trace makes slots
             self.pruner = pruning.Pruner(self.model, self.pruning_config)
             self.train_loss = keras.metrics.Mean()
@@ -191,7 +224,7 @@ class Trainer:
         per_example, logits = pruned_sgd_step(
             self.model, lambda: self.model(images, training=True), labels, self.optimizer, self.pruner,
             self.config.weight_decay, self.config.batch_size, self.config.label_smoothing,
-            self.config.auxiliary_weight)
+            self.config.auxiliary_weight, self.config.decay_all_variables)
         self.train_loss.update_state(per_example)
         self.train_accuracy.update_state(labels, logits)
 

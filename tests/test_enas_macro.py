@@ -8,8 +8,9 @@ import tf_keras as keras
 
 from scas_tf import accounting, architectures, data, pruning
 from scas_tf.errors import ScasError
+from scas_tf.models import layers
 from scas_tf.models.enas_macro import MacroSupernet, build_macro_model
-from scas_tf.spaces.enas_macro import MacroArch, controller_decisions, pool_layers
+from scas_tf.spaces.enas_macro import MacroArch, pool_layers
 
 # melodyguan/enas scripts/cifar10_macro_final.sh: 24 layers, layer i = op + i skip bits.
 PUBLISHED_MACRO = """
@@ -36,7 +37,49 @@ def test_published_architecture_parses():
     arch = MacroArch.from_text(PUBLISHED_MACRO)
     assert arch.num_layers == 24 and arch.ops[:4] == (0, 3, 0, 2) and arch.skips[3] == (0, 0, 1)
     assert set(arch.ops) == {0, 1, 2, 3}  # the published final search used 4 branches
-    assert pool_layers(24) == (7, 15)
+
+
+def test_pool_layers_are_the_references():
+    """general_child.py: pool_distance = L // 3; pool_layers = [pool_distance - 1, 2 * pool_distance - 1]."""
+    for num_layers, expected in ((5, (0, 1)), (8, (1, 3)), (11, (2, 5)), (12, (3, 7)), (24, (7, 15))):
+        assert pool_layers(num_layers) == expected, num_layers
+
+
+def source_layer(tensor):
+    """The layer that produced `tensor`, looking through a factorized reduction's final BN."""
+    layer = tensor._keras_history.layer
+    if isinstance(layer, keras.layers.BatchNormalization) and layer.name != "stem":
+        layer = layer.input._keras_history.layer
+    return layer.name
+
+
+def test_skip_bit_zero_is_the_stem_in_the_fixed_network():
+    """As the reference's `_fixed_layer`: layer i's stored outputs are [stem, layer 0, ...,
+    layer i-1]; its bit 0 concatenates the stem (reduced at the pool layers before it)."""
+    info = data.dataset_info("mnist")
+    # Six layers (pool layers 1 and 3); layer 1's only skip is bit 0, so is layer 5's.
+    arch = MacroArch.from_text("0 | 1 1 | 2 0 0 | 3 0 0 0 | 4 0 0 0 0 | 5 1 0 0 0 0")
+    model = build_macro_model(arch, info, filters=4)
+    assert source_layer(model.get_layer("skips_1").input[0]) == "stem"
+    assert source_layer(model.get_layer("skips_5").input[0]) == "reduce_3_from_0_concat"
+    assert len(model.get_layer("skips_5").input) == 2  # the stem and the op's output
+    assert not any(layer.name in ("skips_2", "skips_3", "skips_4") for layer in model.layers)
+    published = build_macro_model(MacroArch.from_text(PUBLISHED_MACRO), data.dataset_info("cifar10"), filters=4)
+    assert source_layer(published.get_layer("skips_2").input[0]) == "stem"  # layer 2 reads "0 1 0"
+
+
+def test_skip_bit_zero_is_the_stem_in_the_supernet():
+    """The supernet's last layer with only bit 0 set is BN(op(previous) + stem), the stem as
+    reduced at the pool layers; without it, BN(op(previous))."""
+    info = data.dataset_info("mnist")
+    supernet = MacroSupernet(info, num_layers=4, filters=4)  # pool layers 0 and 1
+    images = tf.random.normal([2, 28, 28, 1], seed=1)
+    for stem_bit in (1, 0):
+        arch = MacroArch.from_text(f"0 | 1 0 | 2 0 0 | 4 {stem_bit} 0 0")
+        stored = supernet.stored_outputs(images, tf.constant(arch.actions, tf.int32))
+        assert len(stored) == 5
+        layer_out = supernet.branches[3][4](stored[3]) + stem_bit * stored[0]
+        np.testing.assert_allclose(stored[4], supernet.skip_norms[3](layer_out), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("text, reason", [
@@ -56,8 +99,21 @@ def test_fixed_model_concatenates_skips_and_doubles_filters():
     cost = accounting.model_cost(model)
     assert any(c.kind == "depthwise" for c in cost.layers)  # sep ops are really separable
     # Pool layers 1 and 3 halve 32 -> 16 -> 8 and double 8 -> 16 -> 32 filters.
-    assert model.layers[-4].output_shape[1:] == (8, 8, 32)
+    pooled = next(layer for layer in model.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D))
+    assert pooled.input_shape[1:] == (8, 8, 32)
     assert architectures.build_model(f"enas_macro:{arch.to_text()}", info, filters=8).count_params() == model.count_params()
+
+
+def test_fixed_model_takes_an_auxiliary_head_and_drop_path():
+    info = data.dataset_info("mnist")
+    arch = MacroArch.sample(np.random.default_rng(3), 6)
+    model = architectures.build_model(f"enas_macro:{arch.to_text()}", info, filters=4, auxiliary=True,
+                                      drop_path=0.3, dropout=0.5)
+    logits, aux_logits = model(tf.zeros([2, 28, 28, 1]), training=True)
+    assert logits.shape == aux_logits.shape == (2, 10)
+    scales = [layer.depth_scale for layer in model.layers if isinstance(layer, layers.DropPath)]
+    np.testing.assert_allclose(scales, [(i + 1) / 6 for i in range(6)])
+    assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [0.5]
 
 
 def test_supernet_switches_architectures_without_retracing_and_prunes_every_kernel():
@@ -89,8 +145,3 @@ def test_supernet_switches_architectures_without_retracing_and_prunes_every_kern
     assert any("depthwise" in w.name for w in report)
     assert all(w.nonzero == max(1, round(w.size * 0.2)) for w in report)  # unsampled branches too
     assert abs(pruning.overall_sparsity(report) - 0.8) < 0.01
-
-
-def test_decision_sequence_matches_encoding():
-    decisions = controller_decisions(5)
-    assert sum(d.size if d.kind == "skips" else 1 for d in decisions) == len(MacroArch.sample(np.random.default_rng(0), 5).actions)

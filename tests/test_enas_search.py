@@ -1,9 +1,11 @@
 """SCAS-ENAS end to end: tiny searches through the CLI, the outputs, resume, and arch files."""
+import dataclasses
 import json
 import subprocess
 import sys
 
 import pytest
+import tensorflow as tf
 
 from conftest import REPO
 from scas_tf import architectures, configs, data, pruning
@@ -17,8 +19,10 @@ def scas(*args):
 
 
 def tiny_search(method, output_dir):
+    """The tiny preset; macro trains two finalists."""
+    finalists = ["--final_candidates=2"] if method == "enas_macro" else []
     return scas("search", f"--method={method}", "--preset=tiny", "--target_sparsity=0.5",
-                f"--output_dir={output_dir}")
+                f"--output_dir={output_dir}", *finalists)
 
 
 @pytest.fixture(scope="module")
@@ -40,22 +44,37 @@ def check_search_outputs(method, output_dir):
     assert final["config"]["arch"] == spec and abs(final["weight_sparsity"] - 0.5) < 0.01
     for key in ("test_accuracy", "params", "nonzero_params", "dense_macs", "sparse_macs", "train_seconds"):
         assert key in final
+    assert (output_dir / results["final_dir"] / "saved_model").is_dir()
     candidates = json.loads((output_dir / "candidates.json").read_text())
-    assert candidates[0]["architecture"] == arch.to_text()
-    assert (output_dir / "final" / "saved_model").is_dir()
+    trained = [c for c in candidates if "final" in c]
+    assert trained == candidates[:len(trained)]  # the best-scored ones
+    chosen = [c for c in trained if c["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["architecture"] == arch.to_text()
+    assert chosen[0]["final"]["validation_accuracy"] == max(c["final"]["validation_accuracy"] for c in trained)
+    assert chosen[0]["final"]["dir"] == results["final_dir"]
+    for moment in ("start", "end"):
+        policy = results["controller_policy"][moment]
+        assert policy["entropy"] > 0
+        for frequencies in policy["op_frequencies"].values():
+            assert abs(sum(frequencies.values()) - 1) < 1e-6
     assert list((output_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert list((output_dir / "checkpoints").glob("ckpt-*.index"))
-    return spec
+    return spec, candidates
 
 
 def test_tiny_macro_search_writes_every_output(macro_search):
-    check_search_outputs("enas_macro", macro_search)
+    _, candidates = check_search_outputs("enas_macro", macro_search)
+    assert sum("final" in c for c in candidates) == 2  # --final_candidates=2
+    assert len({c["architecture"] for c in candidates}) == len(candidates)
 
 
 def test_tiny_micro_search_runs_end_to_end_through_the_cli(tmp_path):
+    """The micro preset's final training has the auxiliary head, drop-path and cutout."""
     result = tiny_search("enas_micro", tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     check_search_outputs("enas_micro", tmp_path)
+    final_config = json.loads((tmp_path / "results.json").read_text())["final"]["config"]
+    assert final_config["auxiliary_weight"] == 0.4 and final_config["drop_path"] > 0 and final_config["cutout"] > 0
 
 
 def test_finished_search_resumes_without_repeating_steps(macro_search):
@@ -88,13 +107,22 @@ def test_search_flags_are_checked(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_shared_weights_reach_the_target_in_process(tmp_path):
-    """The search's own pruner (one global step for all shared weights) ends at the target."""
-    config = configs.enas_preset("enas_macro", "tiny")
-    config = enas.EnasConfig(**{**config.__dict__, "target_sparsity": 0.9, "pruning_end": 0.5})
+def test_shared_weights_reach_the_target_and_macro_rewards_use_moving_statistics(tmp_path):
+    """The search's own pruner (one global step for all shared weights) ends at the target; a
+    macro reward is the accuracy of the pruned supernet with BN's moving statistics and no
+    dropout (the reference's `build_valid_rl`)."""
+    config = dataclasses.replace(configs.enas_preset("enas_macro", "tiny"), target_sparsity=0.9,
+                                 pruning_end=0.5, dropout=0.5)
     splits = data.load_splits(config.dataset, validation_fraction=config.validation_fraction)
     search = enas.EnasSearch(config, splits, tmp_path)
     search.search()
     report = search.pruner.report()
     assert any("depthwise" in w.name for w in report)
     assert abs(pruning.overall_sparsity(report) - 0.9) < 0.005
+
+    images, labels = next(iter(data.eval_dataset(splits.validation, splits.info, 64)))
+    archs = search.sample(4)[0]
+    rewards = search.accuracies(iter(tf.data.Dataset.from_tensors((images, labels)).repeat()), archs)
+    for arch, reward in zip(archs, rewards.numpy()):
+        predictions = tf.argmax(search.supernet(images, arch, training=False), -1, output_type=labels.dtype)
+        assert reward == pytest.approx(float(tf.reduce_mean(tf.cast(predictions == labels, tf.float32))))

@@ -161,3 +161,14 @@ def test_stacked_kernels_are_pruned_each_on_its_own():
     assert [int(tf.math.count_nonzero(row)) for row in kernels] == [10, 10, 10]
     np.testing.assert_array_equal(mask.numpy() != 0, kernels.numpy() != 0)
     assert float(threshold) == pytest.approx(float(tf.reduce_min(tf.abs(kernels[2][kernels[2] != 0]))))
+
+
+def test_frequency_longer_than_the_window_is_clamped_and_the_target_reached():
+    """Asked for one update every 500 steps in a 50-step window of a 100-step run, the schedule
+    updates once, at the window's end, instead of after the run."""
+    config = pruning.gradual_config(0.75, total_steps=100, begin_fraction=0.1, end_fraction=0.6, frequency=500)
+    assert (config.begin_step, config.end_step, config.frequency) == (10, 60, 50)
+    model = tiny_model()
+    pruner = pruning.Pruner(model, config)
+    train_steps(model, pruner, keras.optimizers.SGD(0.01), 100)
+    assert abs(pruning.overall_sparsity(pruner.report()) - 0.75) < 0.01

@@ -2,8 +2,10 @@
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras as keras
 
 from scas_tf import configs, data, trainer
 from scas_tf.errors import ScasError
@@ -59,3 +61,31 @@ def test_pruning_window_ends_on_an_update_step():
     schedule = config.pruning_config(total_steps=1000)
     assert schedule.begin_step == 100 and (schedule.end_step - schedule.begin_step) % 7 == 0
     assert schedule.end_step <= 600
+
+
+def test_sgdr_restarts_at_the_reference_epochs():
+    """ENAS's SGDR: T0 = 10 epochs, Tmul = 2, from the peak down to the minimum each period,
+    restarting at epochs 10, 30, 70, ..."""
+    steps_per_epoch = 5
+    lr = trainer.cosine_schedule(0.05, 5e-4, 310 * steps_per_epoch, restart_steps=10 * steps_per_epoch)
+    for restart_epoch in (0, 10, 30, 70, 150):
+        assert float(lr(restart_epoch * steps_per_epoch)) == pytest.approx(0.05)
+        assert float(lr(restart_epoch * steps_per_epoch - 1)) == pytest.approx(5e-4, abs=1e-4) or restart_epoch == 0
+    assert float(lr(20 * steps_per_epoch)) == pytest.approx((0.05 + 5e-4) / 2, rel=1e-3)  # mid second period
+    with pytest.raises(ScasError, match="cannot be combined"):
+        trainer.TrainConfig(lr_restart_epochs=10, warmup_epochs=1)
+
+
+def test_decay_of_all_variables_has_the_references_scale():
+    """ENAS's reference adds l2_reg * sum(w^2) over every variable; weight_decay = 2 * l2_reg
+    with decay_all_variables gives exactly that, BN scale and offset included."""
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.BatchNormalization()(keras.layers.Dense(3)(inputs)))
+    for variable in model.trainable_variables:
+        variable.assign(tf.random.normal(variable.shape))
+    l2_reg = 1e-3
+    loss = trainer.regularized_loss(model, tf.zeros([2]), 2 * l2_reg, 2, decay_all_variables=True)
+    expected = l2_reg * sum(float(tf.reduce_sum(v ** 2)) for v in model.trainable_variables)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    kernels_only = trainer.regularized_loss(model, tf.zeros([2]), 2 * l2_reg, 2)
+    np.testing.assert_allclose(float(kernels_only), l2_reg * float(tf.reduce_sum(model.trainable_variables[0] ** 2)), rtol=1e-5)

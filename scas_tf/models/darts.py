@@ -13,6 +13,7 @@ import functools
 
 import tensorflow as tf
 import tf_keras as keras
+from tensorflow.python.util import _pywrap_util_port
 
 from scas_tf import pruning
 from scas_tf.errors import ScasError
@@ -97,6 +98,16 @@ def preprocess(prev_prev, prev, filters, reduction_prev, affine):
     return prev_prev, relu_conv_bn(prev, filters, affine)
 
 
+@functools.cache
+def grouped_conv_differentiable():
+    """Whether TensorFlow can differentiate a grouped convolution here: on GPUs and TPUs, and on
+    CPUs only through oneDNN, which TensorFlow leaves off on CPUs without AVX-512 (e.g. AMD
+    EPYC). (Turning oneDNN on there is no way out: on such a CPU it was measured to compute
+    wrong filter gradients for stride-2 1x1 convolutions, the factorized reductions'.)"""
+    accelerated = tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU")
+    return bool(accelerated) or _pywrap_util_port.IsMklEnabled()
+
+
 def stem(images, filters):
     return layers.batch_norm(layers.conv(images, STEM_MULTIPLIER * filters, 3))
 
@@ -104,13 +115,6 @@ def stem(images, filters):
 def edges_from(state):
     """Rows of alpha (the reference's edge order) of the edges that read `state`, by target node."""
     return [node * (node + 3) // 2 + state for node in range(max(0, state - 1), NUM_NODES)]
-
-
-def stacked_he_normal(kernel_shape, count):
-    """`count` kernels stacked on axis 0, each drawn as Keras draws one layer's kernel."""
-    def init(shape, dtype=None):
-        return tf.stack([keras.initializers.get(layers.CONV_INIT)(kernel_shape, dtype) for _ in range(count)])
-    return init
 
 
 class MixedOps(keras.layers.Layer, pruning.StackedKernels):
@@ -139,7 +143,7 @@ class MixedOps(keras.layers.Layer, pruning.StackedKernels):
         self.kernel_positions = -(-height // self.strides) * -(-width // self.strides)
 
         def kernels(name, *shape):
-            return self.add_weight(name, (count, *shape), initializer=stacked_he_normal(shape, count))
+            return self.add_weight(name, (count, *shape), initializer=layers.stacked_he_normal(shape, count))
 
         def norm():
             return keras.layers.BatchNormalization(center=False, scale=False, momentum=0.9, epsilon=1e-5)
@@ -180,9 +184,15 @@ class MixedOps(keras.layers.Layer, pruning.StackedKernels):
 
     @staticmethod
     def pointwise(x, kernel, strides=1):
-        """Edge e's 1x1 kernel on edge e's channels: a grouped convolution, or on a shared input
-        (as many input channels as one kernel) a plain one; edge-major output channels."""
-        kernel = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]), [1, 1, kernel.shape[3], -1])
+        """Edge e's 1x1 kernel on edge e's channels: a grouped convolution (an einsum where it
+        would have no gradient, about half as fast), or on a shared input (as many input
+        channels as one kernel) a plain one; edge-major output channels."""
+        edges, _, _, channels, filters = kernel.shape
+        if x.shape[-1] != channels and strides == 1 and not grouped_conv_differentiable():
+            edgewise = tf.einsum("bhwec,ecf->bhwef", tf.reshape(x, [-1, *x.shape[1:3], edges, channels]),
+                                 kernel[:, 0, 0])
+            return tf.reshape(edgewise, [-1, *x.shape[1:3], edges * filters])
+        kernel = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]), [1, 1, channels, -1])
         return tf.nn.conv2d(x, kernel, strides, "SAME")
 
     def conv_op(self, copies, op, training):
@@ -371,20 +381,7 @@ def build_darts_model(genotype, info, filters=36, num_layers=20, auxiliary=False
                                               reduction_prev, drop_path)
         reduction_prev = is_reduction
         if auxiliary and layer == 2 * num_layers // 3:
-            aux_logits = auxiliary_classifier(prev, info.num_classes)
+            aux_logits = layers.auxiliary_classifier(prev, info.num_classes)
     logits = layers.classifier(prev, info.num_classes)
     outputs = [logits, aux_logits] if auxiliary else logits
     return keras.Model(inputs, outputs, name="darts")
-
-
-def auxiliary_classifier(x, num_classes):
-    """The reference's AuxiliaryHeadCIFAR (made for 8x8 inputs; a smaller map pools less):
-    ReLU, 5x5 average pool stride 3, 1x1 conv 128-BN-ReLU, 2x2 conv 768-BN-ReLU, dense."""
-    x = keras.layers.ReLU()(x)
-    if x.shape[1] >= 5:
-        x = keras.layers.AveragePooling2D(5, strides=3)(x)
-    x = keras.layers.ReLU()(layers.batch_norm(layers.conv(x, 128, 1)))
-    kernel = min(2, x.shape[1])
-    x = layers.conv(x, 768, kernel, padding="valid")
-    x = keras.layers.ReLU()(layers.batch_norm(x))
-    return layers.classifier(x, num_classes, name="auxiliary_classifier")

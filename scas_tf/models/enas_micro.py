@@ -8,11 +8,10 @@ search-mode layout: at a reduction layer the previous output is first factorized
 the reduction cell runs at stride 1 on [previous, reduced previous] (the reference's fixed mode
 instead runs stride-2 ops on the reduction cell's inputs).
 """
-import functools
-
 import tensorflow as tf
 import tf_keras as keras
 
+from scas_tf import pruning
 from scas_tf.errors import ScasError
 from scas_tf.models import layers
 from scas_tf.spaces.enas_micro import CELL_LENGTH, NUM_NODES, OPS, MicroArch, unused_nodes
@@ -101,36 +100,103 @@ def head(x, num_classes, dropout):
     return layers.classifier(keras.layers.ReLU()(x), num_classes, dropout)
 
 
-def fixed_cell(inputs, cell, filters):
-    """One cell of a fixed architecture; its output concatenates the unused nodes."""
+def fixed_cell(inputs, cell, filters, drop_path_scale=0.0):
+    """One cell of a fixed architecture; its output concatenates the unused nodes. With
+    drop_path_scale > 0, every op output but identity's goes through DropPath."""
     size = inputs[1].shape[1:3]
     nodes = [calibrate(x, size, filters) for x in inputs]
     for node in range(NUM_NODES):
-        index1, op1, index2, op2 = cell[4 * node:4 * node + 4]
-        pair = [candidate_op(nodes[index1], op1, filters), candidate_op(nodes[index2], op2, filters)]
+        pair = []
+        for index, op in (cell[4 * node:4 * node + 2], cell[4 * node + 2:4 * node + 4]):
+            out = candidate_op(nodes[index], op, filters)
+            if drop_path_scale and OPS[op] != "identity":
+                out = layers.DropPath(drop_path_scale)(out)
+            pair.append(out)
         nodes.append(keras.layers.Add()(pair))
     outputs = [nodes[i] for i in unused_nodes(cell)]
     return outputs[0] if len(outputs) == 1 else keras.layers.Concatenate()(outputs)
 
 
-def build_micro_model(arch, info, num_layers=6, filters=20, dropout=0.2):
+def auxiliary_cell(num_layers):
+    """The reference's aux head reads the cell after the second reduction cell (the last cell
+    when there is none after it)."""
+    return min(reduction_layers(num_layers)[1] + 1, num_layers + 1)
+
+
+def build_micro_model(arch, info, num_layers=6, filters=20, dropout=0.2, auxiliary=False, drop_path=0.0):
     """The network of `arch` (a MicroArch or its text) for training from scratch: stem, then
     num_layers + 2 cells, reduction cells at reduction_layers(num_layers). Default dropout is
-    the reference's final training (keep_prob 0.8); no auxiliary head, no drop-path."""
+    the reference's final training (keep_prob 0.8). `auxiliary` adds the auxiliary head after
+    `auxiliary_cell` (the model then outputs [logits, auxiliary logits]); `drop_path` adds
+    DropPath to the ops, cell l dropping (l + 1) / (num_layers + 2) of the trainer's rate, as
+    the reference's final training does."""
     if not isinstance(arch, MicroArch):
         arch = MicroArch.from_text(arch)
     inputs = keras.Input(info.image_shape)
     prev_prev = prev = stem(inputs, filters)
-    for is_reduction, cell_filters in cell_plan(num_layers, filters):
+    aux_logits = None
+    for layer, (is_reduction, cell_filters) in enumerate(cell_plan(num_layers, filters)):
         if is_reduction:
             prev_prev, prev = prev, layers.factorized_reduction(prev, cell_filters)
         cell = arch.reduce if is_reduction else arch.normal
-        prev_prev, prev = prev, fixed_cell([prev_prev, prev], cell, cell_filters)
-    return keras.Model(inputs, head(prev, info.num_classes, dropout), name="enas_micro")
+        drop_path_scale = (layer + 1) / (num_layers + 2) if drop_path else 0.0
+        prev_prev, prev = prev, fixed_cell([prev_prev, prev], cell, cell_filters, drop_path_scale)
+        if auxiliary and layer == auxiliary_cell(num_layers):
+            aux_logits = layers.auxiliary_classifier(prev, info.num_classes)
+    logits = head(prev, info.num_classes, dropout)
+    return keras.Model(inputs, [logits, aux_logits] if auxiliary else logits, name="enas_micro")
+
+
+class InputIndexedSeparable(keras.layers.Layer, pruning.StackedKernels):
+    """The sep op of one (node, slot) of a supernet cell with its own weights for each input
+    the node may read, as the reference's search child keeps them (`_enas_conv`: every weight,
+    BN scale and offset included, is [num_inputs, ...] and indexed by the chosen input).
+    Computes `separable` (ReLU, depthwise, pointwise, batch-statistics BN; twice) with row
+    `index` of each stacked weight; each row is pruned as a kernel of its own.
+    call([x, index]) with `index` an int32 scalar tensor."""
+
+    def __init__(self, kernel_size, filters, num_inputs, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_size, self.filters, self.num_inputs = kernel_size, filters, num_inputs
+
+    def build(self, input_shape):
+        channels, size, count = input_shape[0][-1], self.kernel_size, self.num_inputs
+
+        def stacked(name, *shape):
+            return self.add_weight(name, (count, *shape), initializer=layers.stacked_he_normal(shape, count))
+
+        self.depthwise = [stacked("depthwise_0", size, size, channels, 1),
+                          stacked("depthwise_1", size, size, self.filters, 1)]
+        self.pointwise = [stacked("pointwise_0", 1, 1, channels, self.filters),
+                          stacked("pointwise_1", 1, 1, self.filters, self.filters)]
+        self.gammas = [self.add_weight(f"gamma_{i}", (count, self.filters), initializer="ones") for i in range(2)]
+        self.betas = [self.add_weight(f"beta_{i}", (count, self.filters), initializer="zeros") for i in range(2)]
+        super().build(input_shape)
+
+    def get_prunable_weights(self):
+        return self.depthwise + self.pointwise
+
+    def call(self, inputs):
+        x, index = inputs
+        # A one-hot contraction rather than a gather: its gradient is dense, as masks need.
+        select = tf.one_hot(index, self.num_inputs, dtype=x.dtype)
+        for stage in range(2):
+            row = [tf.tensordot(select, w[stage], 1) for w in (self.depthwise, self.pointwise, self.gammas, self.betas)]
+            depthwise, pointwise, gamma, beta = row
+            x = tf.nn.depthwise_conv2d(tf.nn.relu(x), depthwise, [1, 1, 1, 1], "SAME")
+            x = tf.nn.conv2d(x, pointwise, 1, "SAME")
+            mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
+            x = tf.nn.batch_normalization(x, mean, variance, beta, gamma, 1e-5)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "kernel_size": self.kernel_size, "filters": self.filters,
+                "num_inputs": self.num_inputs}
 
 
 class SupernetCell(keras.layers.Layer):
-    """A cell whose every (node, slot) holds all candidate ops, chosen by an int32 cell tensor.
+    """A cell whose every (node, slot) holds all candidate ops, chosen by an int32 cell tensor;
+    the separable ops keep weights per input index (`InputIndexedSeparable`).
 
     As the set of unused nodes varies, the output is ReLU-1x1 conv-BN of the concatenation of
     all NUM_NODES + 2 ids with the used ones zeroed: the same as the reference's concat of the unused
@@ -144,9 +210,13 @@ class SupernetCell(keras.layers.Layer):
         self.calibrations = [
             layers.submodel(shape, lambda x: calibrate(x, size, filters, batch_stats_norm))
             for shape in input_shapes]
-        self.candidates = [[[
-            layers.submodel(self.node_shape, lambda x, op=op: candidate_op(x, op, filters, batch_stats_norm))
-            for op in range(len(OPS))] for _slot in range(2)] for _node in range(NUM_NODES)]
+        self.separables = [[[
+            pruning.prunable(InputIndexedSeparable(int(name[-1]), filters, node + 2,
+                                                   name=f"{self.name}_node{node + 2}_slot{slot}_{name}"))
+            for name in OPS if name.startswith("sep")] for slot in range(2)] for node in range(NUM_NODES)]
+        for separable in tf.nest.flatten(self.separables):  # built now: the Pruner needs the weights
+            with tf.name_scope(separable.layer.name):
+                separable.build([tf.TensorShape((None, *self.node_shape)), tf.TensorShape(())])
         all_nodes_shape = (*size, (NUM_NODES + 2) * filters)
         self.combine = layers.submodel(all_nodes_shape, lambda x: relu_conv_bn(x, filters, batch_stats_norm))
 
@@ -154,13 +224,16 @@ class SupernetCell(keras.layers.Layer):
         # training=False throughout: these blocks normalise by batch statistics in any mode.
         nodes = [calibration(x, training=False) for calibration, x in zip(self.calibrations, inputs)]
         uses = []
-        for node, slots in enumerate(self.candidates):
+        for node, slots in enumerate(self.separables):
             available = tf.stack(nodes)
             pair = []
-            for slot, ops in enumerate(slots):
+            for slot, (sep3, sep5) in enumerate(slots):
                 index, op = cell_arch[4 * node + 2 * slot], cell_arch[4 * node + 2 * slot + 1]
                 x = tf.gather(available, index)
-                pair.append(tf.switch_case(op, [functools.partial(o, x, training=False) for o in ops]))
+                pair.append(tf.switch_case(op, [  # in the order of OPS
+                    lambda: sep3([x, index]), lambda: sep5([x, index]),
+                    lambda: tf.nn.avg_pool2d(x, 3, 1, "SAME"), lambda: tf.nn.max_pool2d(x, 3, 1, "SAME"),
+                    lambda: x]))
                 uses.append(tf.one_hot(index, NUM_NODES + 2))
             nodes.append(pair[0] + pair[1])
         unused = tf.cast(tf.equal(tf.add_n(uses), 0.0), nodes[-1].dtype)
@@ -171,10 +244,11 @@ class SupernetCell(keras.layers.Layer):
 class MicroSupernet(keras.Model):
     """The shared-weight child of the search: call(images, arch) with `arch` an int32 tensor of
     MicroArch.actions. One traced function serves every architecture (ops by tf.switch_case,
-    inputs by tf.gather). Weights exist once per (cell, node, slot, op); the reference also
-    keeps sep-op weights per chosen input index, which this does not. Filters double at each
-    reduction cell, as in the fixed network. BN always normalises by batch statistics (as the
-    reference's search child), so `training` only switches the head's dropout."""
+    inputs by tf.gather). As in the reference, separable-op weights exist once per (cell,
+    node, slot, op, chosen input), so architectures that feed a node from different inputs do
+    not share (and prune) one kernel. Filters double at each reduction cell, as in the fixed
+    network. BN always normalises by batch statistics (as the reference's search child), so
+    `training` only switches the head's dropout."""
 
     def __init__(self, info, num_layers=6, filters=20, dropout=0.1):
         super().__init__(name="enas_micro_supernet")

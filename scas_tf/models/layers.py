@@ -67,7 +67,7 @@ def factorized_reduction(x, filters, name=None, norm=batch_norm):
     path1 = conv(x, half, 1, strides=2, name=name and name + "_path1")
     shifted = keras.layers.Cropping2D(((1, 0), (1, 0)))(keras.layers.ZeroPadding2D(((0, 1), (0, 1)))(x))
     path2 = conv(shifted, filters - half, 1, strides=2, name=name and name + "_path2")
-    return norm(keras.layers.Concatenate()([path1, path2]))
+    return norm(keras.layers.Concatenate(name=name and name + "_concat")([path1, path2]))
 
 
 def submodel(input_shape, build):
@@ -77,9 +77,37 @@ def submodel(input_shape, build):
     return keras.Model(inputs, build(inputs))
 
 
+def auxiliary_classifier(x, num_classes):
+    """DARTS's AuxiliaryHeadCIFAR, used by every searched network (made for 8x8 inputs; a
+    smaller map pools less): ReLU, 5x5 average pool stride 3, 1x1 conv 128-BN-ReLU, 2x2 conv
+    768-BN-ReLU, dense. ENAS's head differs only in its second convolution (as wide as the
+    map, "same" padding, then averaged)."""
+    x = keras.layers.ReLU()(x)
+    if x.shape[1] >= 5:
+        x = keras.layers.AveragePooling2D(5, strides=3)(x)
+    x = keras.layers.ReLU()(batch_norm(conv(x, 128, 1)))
+    kernel = min(2, x.shape[1])
+    x = conv(x, 768, kernel, padding="valid")
+    x = keras.layers.ReLU()(batch_norm(x))
+    return classifier(x, num_classes, name="auxiliary_classifier")
+
+
+def stacked_he_normal(kernel_shape, count):
+    """`count` kernels stacked on axis 0, each drawn as Keras draws one layer's kernel."""
+    def init(shape, dtype=None):
+        return tf.stack([keras.initializers.get(CONV_INIT)(kernel_shape, dtype) for _ in range(count)])
+    return init
+
+
 class DropPath(keras.layers.Layer):
-    """Drops a whole op output per example with probability `rate` while training (scaling the
-    kept ones by 1/(1 - rate)). `rate` is a variable the trainer raises over the run."""
+    """Drops a whole op output per example with probability `depth_scale * rate` while training
+    (scaling the kept ones by the inverse keep probability). `rate` is a variable the trainer
+    raises over the run; `depth_scale` lets deeper cells drop more (ENAS: (layer + 1) /
+    layers; DARTS: 1 everywhere)."""
+
+    def __init__(self, depth_scale=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.depth_scale = depth_scale
 
     def build(self, input_shape):
         self.rate = self.add_weight("rate", (), initializer="zeros", trainable=False)
@@ -88,9 +116,13 @@ class DropPath(keras.layers.Layer):
     def call(self, x, training=None):
         if not training:
             return x
-        keep = 1.0 - self.rate
+        keep = 1.0 - self.depth_scale * self.rate
         mask = tf.floor(keep + tf.random.uniform([tf.shape(x)[0], 1, 1, 1], dtype=x.dtype))
         return x / keep * mask
+
+
+    def get_config(self):
+        return {**super().get_config(), "depth_scale": self.depth_scale}
 
 
 def set_drop_path_rate(model, rate):

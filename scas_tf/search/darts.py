@@ -345,11 +345,8 @@ def run_search(config, load_splits, run_dir, strategy=None):
     log.info("derived %s", arch_spec)
     final_config = config.final_train_config(arch_spec)
     final_splits = load_splits(final_config.validation_fraction)
-    final = trainer.train(
-        lambda: architectures.build_model(arch_spec, final_splits.info, final_config.filters,
-                                          final_config.num_layers, final_config.auxiliary_weight > 0,
-                                          final_config.drop_path),
-        final_splits, final_config, run.path / "final", strategy)
+    final = trainer.train(architectures.model_builder(final_config, final_splits.info),
+                          final_splits, final_config, run.path / "final", strategy)
     val_loss, val_accuracy = search.evaluate()
     results = {
         "method": "darts", "unrolled": config.unrolled, "architecture": arch_spec,
@@ -357,7 +354,7 @@ def run_search(config, load_splits, run_dir, strategy=None):
         "search_pruning": dataclasses.asdict(search.pruning_config),
         "search_weight_sparsity": pruning.overall_sparsity(search.pruner.report()),
         "search_validation_loss": val_loss, "search_validation_accuracy": val_accuracy,
-        "final": {k: v for k, v in final.items() if k != "layers"},
+        "final_dir": "final", "final": {k: v for k, v in final.items() if k != "layers"},
     }
     write_json_atomic(run.results, results)
     return results

@@ -1,16 +1,21 @@
-"""SCAS on ENAS (paper Algorithm 1): search with pruned shared weights, then train the winner.
+"""SCAS on ENAS (paper Algorithm 1): search with pruned shared weights, then train the winners.
 
     loop over epochs:
         sample one architecture per child minibatch from the fixed policy; train the shared
         weights on it; prune them to the scheduled sparsity (one global step for all of them)
         update the controller with REINFORCE on validation accuracies of the *pruned* shared
         weights (one validation minibatch per sampled architecture)
-    sample N architectures, keep the best on the validation set, write it out, and train it
-    from scratch under the same sparsity target (the shared trainer).
+    sample N architectures from the trained controller and score them on the validation set;
+    train the best K from scratch under the same sparsity target (the shared trainer) and keep
+    the one with the best validation accuracy (Algorithm 1, lines 12-13).
 
-Rewards use BatchNorm in training mode, as the reference does: shared moving statistics do not
-belong to any one architecture.
+Rewards use BatchNorm as the reference does for each space: macro with the moving statistics
+and no dropout (its `build_valid_rl` runs the child with is_training=False), micro in training
+mode (its search child always normalises by batch statistics, and applies dropout).
+Child training follows the reference's scripts: Nesterov SGD with warm restarts (SGDR), L2 of
+`l2_reg * sum(w^2)` over every child variable.
 """
+import collections
 import dataclasses
 import logging
 
@@ -22,8 +27,8 @@ from scas_tf import architectures, data, pruning, trainer
 from scas_tf.errors import ScasError
 from scas_tf.models.enas_macro import MacroSupernet
 from scas_tf.models.enas_micro import MicroSupernet
-from scas_tf.run_dir import RunDir, write_json_atomic, write_text_atomic
-from scas_tf.search.controller import Controller
+from scas_tf.run_dir import RunDir, read_json, write_json_atomic, write_text_atomic
+from scas_tf.search.controller import MacroController, MicroController
 from scas_tf.search.loop import checkpointing, search_epochs
 from scas_tf.search.reinforce import Reinforce
 from scas_tf.spaces import enas_macro, enas_micro
@@ -31,40 +36,57 @@ from scas_tf.trainer import option
 
 log = logging.getLogger("scas")
 SUM = tf.distribute.ReduceOp.SUM
+POLICY_SAMPLES = 1000  # architectures sampled to summarise the policy (entropy, op frequencies)
+
 
 @dataclasses.dataclass(frozen=True)
 class Space:
     """What the searcher needs of a search space."""
-    arch_class: type  # the encoding: from_actions, to_text
-    decisions: object  # num_layers -> the controller's Decision sequence
+    arch_class: type  # the encoding: from_actions, to_text, op_names
+    ops: tuple  # the op names
+    controller: object  # EnasConfig -> its policy
     supernet: type  # the shared-weight child: (info, num_layers, filters, dropout)
+    reward_training_mode: bool  # the reference's BN (and dropout) mode of the reward's forward pass
 
 
 METHODS = {
-    "enas_macro": Space(enas_macro.MacroArch, enas_macro.controller_decisions, MacroSupernet),
-    "enas_micro": Space(enas_micro.MicroArch, lambda num_layers: enas_micro.controller_decisions(),
-                        MicroSupernet),
+    "enas_macro": Space(
+        enas_macro.MacroArch, enas_macro.OPS,
+        lambda c: MacroController(c.num_layers, len(enas_macro.OPS), c.lstm_size, c.tanh_constant,
+                                  c.temperature or None, c.skip_target, c.seed),
+        MacroSupernet, reward_training_mode=False),
+    "enas_micro": Space(
+        enas_micro.MicroArch, enas_micro.OPS,
+        lambda c: MicroController(c.lstm_size, c.tanh_constant, c.op_tanh_reduce, c.temperature or None, c.seed),
+        MicroSupernet, reward_training_mode=True),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class EnasConfig:
-    """Everything that defines an ENAS search and the final training of its result."""
+    """Everything that defines an ENAS search and the final training of its result. Defaults:
+    the reference's macro search script (scripts/cifar10_macro_search.sh)."""
     method: str = option("enas_macro", "Search method: enas_macro or enas_micro.")
-    dataset: str = option("mnist_mini", "Dataset: mnist_mini (embedded), mnist, cifar10, cifar100.")
+    dataset: str = option("cifar10", "Dataset: mnist_mini (embedded), mnist, cifar10, cifar100.")
     num_layers: int = option(12, "Child layers (macro) or normal-cell layers (micro) during search.")
     filters: int = option(36, "Child filters during search.")
     epochs: int = option(310, "Search epochs (one pass over the training split each).")
     batch_size: int = option(128, "Child minibatch size.")
-    learning_rate: float = option(0.05, "Child peak learning rate (cosine schedule).")
-    min_learning_rate: float = option(5e-4, "Child final learning rate.")
-    weight_decay: float = option(2.5e-4, "Child L2 decay on kernels.")
+    learning_rate: float = option(0.05, "Child peak learning rate (each SGDR period starts there).")
+    min_learning_rate: float = option(5e-4, "Child learning rate at the end of each SGDR period.")
+    lr_restart_epochs: float = option(10.0, "SGDR: epochs of the first period (search and final "
+                                      "training), each next one lr_restart_mult times longer; 0 = one "
+                                      "cosine over the whole run.")
+    lr_restart_mult: float = option(2.0, "SGDR: growth of each restart period.")
+    l2_reg: float = option(2.5e-4, "Child L2 as the reference's: l2_reg * sum(w^2) over every child "
+                           "variable (kernels, BN, biases).")
     grad_clip_norm: float = option(5.0, "Child gradient clipping (global norm); 0 disables it.")
-    dropout: float = option(0.1, "Dropout before the child's classifier.")
+    dropout: float = option(0.1, "Dropout before the child's classifier (the reference's 1 - keep_prob).")
     lstm_size: int = option(64, "Controller LSTM units.")
     controller_learning_rate: float = option(1e-3, "Controller Adam learning rate.")
     tanh_constant: float = option(1.5, "Controller logits are squashed to tanh_constant * tanh(.).")
-    op_tanh_reduce: float = option(1.0, "Op logits use tanh_constant / op_tanh_reduce.")
+    op_tanh_reduce: float = option(2.5, "Micro op logits use tanh_constant / op_tanh_reduce (the macro "
+                                   "controller ignores it, as the reference's).")
     temperature: float = option(0.0, "Controller logit temperature; 0 disables it.")
     entropy_weight: float = option(1e-4, "Weight of the policy entropy added to the reward.")
     baseline_decay: float = option(0.99, "Decay of the moving-average reward baseline.")
@@ -78,36 +100,57 @@ class EnasConfig:
     pruning_frequency: int = option(0, "Steps between mask updates; 0 means about 50 updates in all.")
     num_candidates: int = option(100, "Architectures sampled after the search to pick the best from.")
     candidate_batches: int = option(10, "Validation minibatches each candidate is scored on.")
+    final_candidates: int = option(1, "Best-scored distinct architectures trained from scratch; the one "
+                                   "with the best validation accuracy is the result.")
+    reward_batch_statistics: bool = option(False, "Score enas_macro rewards and candidates in training mode "
+                                           "(BN batch statistics, dropout), as enas_micro always does; the "
+                                           "reference uses BN's moving statistics (see the README).")
     validation_fraction: float = option(0.1, "Fraction of the training set held out for validation.")
     seed: int = option(0, "Seed of everything.")
     log_every_steps: int = option(50, "Steps between child log lines and TensorBoard points.")
     final_epochs: int = option(310, "Epochs of the final from-scratch training.")
     final_filters: int = option(36, "Filters of the final network.")
     final_num_layers: int = option(0, "Cells of the final micro network (0 = num_layers).")
-    final_batch_size: int = option(128, "Batch size of the final training.")
+    final_batch_size: int = option(100, "Batch size of the final training.")
     final_learning_rate: float = option(0.05, "Peak learning rate of the final training.")
+    final_min_learning_rate: float = option(1e-3, "Learning rate at the end of each SGDR period of the final training.")
+    final_l2_reg: float = option(2e-4, "L2 of the final training (as l2_reg).")
+    final_dropout: float = option(0.5, "Dropout before the final network's classifier.")
+    final_auxiliary_weight: float = option(0.0, "Weight of the final network's auxiliary-head loss; 0 = no head.")
+    final_drop_path: float = option(0.0, "Drop-path rate of the final network's last cell at the end of training "
+                                    "(the reference's 1 - drop_path_keep_prob; shallower cells drop less).")
+    final_cutout: int = option(0, "Cutout side in the final training; 0 disables it.")
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ScasError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         trainer.require_positive(self, (
             "num_layers", "filters", "epochs", "batch_size", "controller_steps", "controller_batch",
-            "num_candidates", "candidate_batches", "final_epochs", "final_filters", "final_batch_size",
-            "lstm_size", "log_every_steps"))
+            "num_candidates", "candidate_batches", "final_candidates", "final_epochs", "final_filters",
+            "final_batch_size", "lstm_size", "log_every_steps"))
         if self.method == "enas_macro" and self.num_layers < 3:
-            raise ScasError("enas_macro needs num_layers >= 3 (pool layers at L//3-1 and 2L//3-1)")
+            raise ScasError("enas_macro needs num_layers >= 3 (pool layers at L//3-1 and 2*(L//3)-1)")
+        if self.final_candidates > self.num_candidates:
+            raise ScasError(f"final_candidates ({self.final_candidates}) cannot exceed num_candidates "
+                            f"({self.num_candidates})")
+        if min(self.l2_reg, self.final_l2_reg, self.grad_clip_norm) < 0 or not 0 <= self.dropout < 1:
+            raise ScasError("l2_reg, final_l2_reg and grad_clip_norm must not be negative, dropout in [0, 1)")
         self.final_train_config()  # validates the shared fields (sparsity, dataset, ...)
 
     def final_train_config(self, arch_spec="small_cnn"):
         return trainer.TrainConfig(
             arch=arch_spec, dataset=self.dataset, epochs=self.final_epochs,
             batch_size=self.final_batch_size, learning_rate=self.final_learning_rate,
-            min_learning_rate=0.0, weight_decay=self.weight_decay,
-            grad_clip_norm=self.grad_clip_norm, validation_fraction=self.validation_fraction,
-            target_sparsity=self.target_sparsity, pruning_begin=self.pruning_begin,
-            pruning_end=self.pruning_end, pruning_frequency=self.pruning_frequency,
-            seed=self.seed, log_every_steps=self.log_every_steps, filters=self.final_filters,
-            num_layers=(self.final_num_layers or self.num_layers) if self.method == "enas_micro" else 0)
+            min_learning_rate=self.final_min_learning_rate, lr_restart_epochs=self.lr_restart_epochs,
+            lr_restart_mult=self.lr_restart_mult, weight_decay=2 * self.final_l2_reg,
+            decay_all_variables=True, grad_clip_norm=self.grad_clip_norm,
+            validation_fraction=self.validation_fraction, target_sparsity=self.target_sparsity,
+            pruning_begin=self.pruning_begin, pruning_end=self.pruning_end,
+            pruning_frequency=self.pruning_frequency, seed=self.seed,
+            log_every_steps=self.log_every_steps, filters=self.final_filters,
+            num_layers=(self.final_num_layers or self.num_layers) if self.method == "enas_micro" else 0,
+            dropout=self.final_dropout, auxiliary_weight=self.final_auxiliary_weight,
+            drop_path=self.final_drop_path, cutout=self.final_cutout)
 
 
 class EnasSearch:
@@ -116,6 +159,7 @@ class EnasSearch:
     def __init__(self, config, splits, run_dir, strategy=None):
         self.config, self.splits, self.run = config, splits, RunDir(run_dir)
         self.space = METHODS[config.method]
+        self.reward_training_mode = self.space.reward_training_mode or config.reward_batch_statistics
         self.strategy = strategy or tf.distribute.get_strategy()
         self.steps_per_epoch = data.steps_per_epoch(splits.train, config.batch_size)
         self.total_steps = config.epochs * self.steps_per_epoch
@@ -125,19 +169,19 @@ class EnasSearch:
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
             self.supernet = self.space.supernet(splits.info, num_layers=config.num_layers,
-                                           filters=config.filters, dropout=config.dropout)
-            self.optimizer = trainer.make_sgd(config.learning_rate, config.min_learning_rate,
-                                              self.total_steps, grad_clip_norm=config.grad_clip_norm)
+                                                filters=config.filters, dropout=config.dropout)
+            self.optimizer = trainer.make_sgd(
+                config.learning_rate, config.min_learning_rate, self.total_steps,
+                grad_clip_norm=config.grad_clip_norm,
+                restart_steps=round(config.lr_restart_epochs * self.steps_per_epoch),
+                restart_mult=config.lr_restart_mult)
             self.optimizer.build(self.supernet.trainable_variables)  # else the first trace makes slots
             self.pruner = pruning.Pruner(self.supernet, self.pruning_config)
             self.child_loss = keras.metrics.Mean()
             self.child_accuracy = keras.metrics.SparseCategoricalAccuracy()
             self.search_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
         # The controller is tiny and sequential: it lives on the host, outside the strategy.
-        self.controller = Controller(
-            self.space.decisions(config.num_layers), config.lstm_size,
-            config.tanh_constant, config.op_tanh_reduce, config.temperature or None,
-            config.skip_target, config.seed)
+        self.controller = self.space.controller(config)
         self.reinforce = Reinforce(self.controller, config.controller_learning_rate,
                                    config.baseline_decay, config.entropy_weight, config.skip_weight)
         self.sample = tf.function(self.controller.sample)
@@ -156,15 +200,17 @@ class EnasSearch:
     def replica_child_step(self, images, labels, arch):
         per_example, logits = trainer.pruned_sgd_step(
             self.supernet, lambda: self.supernet(images, arch, training=True), labels,
-            self.optimizer, self.pruner, self.config.weight_decay, self.config.batch_size)
+            self.optimizer, self.pruner, 2 * self.config.l2_reg, self.config.batch_size,
+            decay_all_variables=True)
         self.child_loss.update_state(per_example)
         self.child_accuracy.update_state(labels, logits)
 
-    @tf.function(reduce_retracing=True)
-    def child_steps(self, iterator, archs):
-        """One child step per architecture in `archs` (a fresh sample per minibatch), each
-        followed by the pruning step of the shared weights."""
-        for k in tf.range(tf.shape(archs)[0]):
+    @tf.function
+    def child_steps(self, iterator, archs, start, count):
+        """One child step per architecture in archs[start:start + count] (a fresh sample per
+        minibatch), each followed by the pruning step of the shared weights. (Slicing inside
+        keeps one trace for the short last chunk of an epoch.)"""
+        for k in tf.range(start, start + count):
             images, labels = next(iterator)
             self.strategy.run(self.replica_child_step, args=(images, labels, archs[k]))
             self.pruner.update_masks(self.optimizer.iterations)
@@ -173,7 +219,7 @@ class EnasSearch:
     def accuracies(self, iterator, archs):
         """Accuracy of each architecture on its own next validation minibatch."""
         def replica_correct(images, labels, arch):
-            logits = self.supernet(images, arch, training=True)
+            logits = self.supernet(images, arch, training=self.reward_training_mode)
             hits = tf.equal(tf.argmax(logits, -1, output_type=labels.dtype), labels)
             return tf.reduce_sum(tf.cast(hits, tf.float32)), tf.cast(tf.size(labels), tf.float32)
 
@@ -198,7 +244,8 @@ class EnasSearch:
         for start in range(0, self.steps_per_epoch, self.config.log_every_steps):
             self.child_loss.reset_state()
             self.child_accuracy.reset_state()
-            self.child_steps(iterator, archs[start:start + self.config.log_every_steps])
+            count = min(self.config.log_every_steps, self.steps_per_epoch - start)
+            self.child_steps(iterator, archs, tf.constant(start), tf.constant(count))
             step = self.step
             tf.summary.scalar("child/loss", self.child_loss.result(), step)
             tf.summary.scalar("child/accuracy", self.child_accuracy.result(), step)
@@ -213,26 +260,56 @@ class EnasSearch:
         for _ in range(self.config.controller_steps):
             actions, *_ = self.sample(self.config.controller_batch)
             metrics = self.reinforce.update(actions, self.accuracies(stream, actions))
-        archs = [self.arch_from_actions(a) for a in actions.numpy()]
         step = self.step
         for name, value in metrics.items():
             tf.summary.scalar(f"controller/{name}", value, step)
-        if self.config.method == "enas_macro":
-            tf.summary.scalar("controller/skip_rate", np.mean([a.skip_rate() for a in archs]), step)
+        policy = self.policy_summary()
+        for group, frequencies in policy["op_frequencies"].items():
+            for op, frequency in frequencies.items():
+                tf.summary.scalar(f"controller/op_frequency/{group}/{op}", frequency, step)
+        tf.summary.scalar("controller/policy_entropy", policy["entropy"], step)
+        if "skip_rate" in policy:
+            tf.summary.scalar("controller/skip_rate", policy["skip_rate"], step)
+        archs = [self.arch_from_actions(a) for a in actions.numpy()]
         tf.summary.text("controller/sampled", "\n\n".join(a.to_text() for a in archs[:5]), step)
         log.info("epoch %d: controller reward %.4f baseline %.4f entropy %.3f; sampled %s", epoch + 1,
-                 metrics["reward"], metrics["baseline"], metrics["entropy"], archs[0].to_text())
+                 metrics["reward"], metrics["baseline"], policy["entropy"], archs[0].to_text())
+
+    def policy_summary(self, num_samples=POLICY_SAMPLES):
+        """The controller's policy as sampled: mean entropy per architecture, the share of each
+        op among the op choices (per cell type in micro), the skip rate (macro)."""
+        actions, _, entropy, _ = self.sample(num_samples)
+        archs = [self.arch_from_actions(a) for a in actions.numpy()]
+        chosen = collections.defaultdict(collections.Counter)
+        for arch in archs:
+            for group, names in arch.op_names().items():
+                chosen[group].update(names)
+        summary = {"samples": num_samples, "entropy": float(np.mean(entropy.numpy())), "op_frequencies": {
+            group: {op: counts[op] / sum(counts.values()) for op in self.space.ops}
+            for group, counts in chosen.items()}}
+        if self.config.method == "enas_macro":
+            summary["skip_rate"] = float(np.mean([a.skip_rate() for a in archs]))
+        return summary
 
     def search(self):
-        """Runs (or resumes) the search epochs."""
+        """Runs (or resumes) the search epochs, recording the policy before the first."""
+        policy_file = self.run.path / "controller_policy.json"
+        if not policy_file.exists() and not self.manager.latest_checkpoint:
+            write_json_atomic(policy_file, {"start": self.policy_summary()})
         search_epochs(self, self.search_epoch)
+        policy = read_json(policy_file) if policy_file.exists() else {}
+        if "end" not in policy:
+            policy["end"] = self.policy_summary()
+            write_json_atomic(policy_file, policy)
+        return policy
 
     def search_epoch(self, epoch):
         self.train_child_epoch(epoch)
         self.train_controller_epoch(epoch)
 
-    def pick_best(self):
-        """Samples candidates and ranks them on the same validation minibatches."""
+    def score_candidates(self):
+        """Samples candidates and scores each distinct one on the same validation minibatches;
+        best first."""
         dataset = data.eval_dataset(self.splits.validation, self.splits.info, self.config.batch_size)
         batches = dataset.take(self.config.candidate_batches).cache()
         actions, *_ = self.sample(self.config.num_candidates)
@@ -241,36 +318,60 @@ class EnasSearch:
             iterator = iter(self.strategy.experimental_distribute_dataset(
                 batches.skip(batch_index).take(1).repeat()))
             scores += self.accuracies(iterator, actions).numpy() / self.config.candidate_batches
-        candidates = sorted(({"architecture": self.arch_from_actions(a).to_text(), "validation_accuracy": float(s)}
-                             for a, s in zip(actions.numpy(), scores)), key=lambda c: -c["validation_accuracy"])
-        return candidates
+        texts = [self.arch_from_actions(a).to_text() for a in actions.numpy()]
+        candidates = {text: {"architecture": text, "validation_accuracy": float(score)}
+                      for text, score in zip(texts, scores)}
+        return sorted(candidates.values(), key=lambda c: -c["validation_accuracy"])
+
+
+FINAL_SUMMARY = ("validation_accuracy", "test_accuracy", "params", "nonzero_params", "weight_sparsity",
+                 "dense_macs", "sparse_macs", "train_seconds")
+
+
+def train_finalists(config, candidates, splits, run, strategy):
+    """Trains the best config.final_candidates candidates from scratch (each in
+    finalists/<rank>/), marks their results in `candidates` and returns (best's rank, its results)."""
+    finals = []
+    for rank, candidate in enumerate(candidates[:config.final_candidates]):
+        final_config = config.final_train_config(f"{config.method}:{candidate['architecture']}")
+        folder = run.path / "finalists" / str(rank)
+        log.info("training candidate %d of %d from scratch in %s", rank + 1, config.final_candidates, folder)
+        results = trainer.train(architectures.model_builder(final_config, splits.info), splits,
+                                final_config, folder, strategy)
+        candidate["final"] = {"dir": f"finalists/{rank}", **{k: results[k] for k in FINAL_SUMMARY}}
+        finals.append(results)
+    best = max(range(len(finals)), key=lambda rank: finals[rank]["validation_accuracy"])
+    for rank, candidate in enumerate(candidates[:config.final_candidates]):
+        candidate["chosen"] = rank == best
+    return best, finals[best]
 
 
 def run_search(config, load_splits, run_dir, strategy=None):
-    """Search, pick, write the architecture, train it from scratch; returns the results.
-    `load_splits(validation_fraction)` gives the dataset's splits."""
+    """Search, score candidates, train the best from scratch, write the winner; returns the
+    results. `load_splits(validation_fraction)` gives the dataset's splits."""
     run = RunDir(run_dir)
     run.claim(dataclasses.asdict(config))
     splits = load_splits(config.validation_fraction)
     search = EnasSearch(config, splits, run_dir, strategy)
-    search.search()
-    candidates = search.pick_best()
-    best = candidates[0]
-    arch_spec = f"{config.method}:{best['architecture']}"
+    policy = search.search()
+    # Written before the finalists train, so that a rerun trains (or resumes) the same ones.
+    candidates_file = run.path / "candidates.json"
+    candidates = read_json(candidates_file) if candidates_file.exists() else search.score_candidates()
+    write_json_atomic(candidates_file, candidates)
+    best, final = train_finalists(config, candidates, splits, run, strategy)
+    arch_spec = f"{config.method}:{candidates[best]['architecture']}"
     write_text_atomic(run.path / "architecture.txt", arch_spec + "\n")
-    write_json_atomic(run.path / "candidates.json", candidates)
-    log.info("best of %d candidates (validation accuracy %.4f): %s", len(candidates),
-             best["validation_accuracy"], arch_spec)
-    final_config = config.final_train_config(arch_spec)
-    final = trainer.train(
-        lambda: architectures.build_model(arch_spec, splits.info, final_config.filters, final_config.num_layers),
-        splits, final_config, run.path / "final", strategy)
+    write_json_atomic(candidates_file, candidates)
+    log.info("chose candidate %d of %d (validation accuracy %.4f from scratch): %s", best + 1,
+             config.final_candidates, final["validation_accuracy"], arch_spec)
     results = {
         "method": config.method, "architecture": arch_spec,
         "search_seconds": float(search.search_seconds.numpy()), "search_steps": search.step,
         "search_pruning": dataclasses.asdict(search.pruning_config),
         "shared_weight_sparsity": pruning.overall_sparsity(search.pruner.report()),
-        "best_candidate_validation_accuracy": best["validation_accuracy"],
+        "controller_policy": policy,
+        "chosen_candidate_shared_validation_accuracy": candidates[best]["validation_accuracy"],
+        "final_dir": candidates[best]["final"]["dir"],
         "final": {k: v for k, v in final.items() if k != "layers"},
     }
     write_json_atomic(run.results, results)

@@ -1,11 +1,19 @@
 """REINFORCE with a moving-average baseline: the controller update of ENAS (and SCAS-ENAS).
 
-As in the reference: reward = validation accuracy + entropy_weight * policy entropy; loss =
--log pi(a) * (reward - baseline) [+ skip_weight * KL(skip probabilities || skip_target)];
-baseline <- baseline - (1 - decay) * (baseline - reward); Adam with beta_1 = 0, epsilon 1e-3.
+As the reference (`build_trainer` of both controllers, with SyncReplicasOptimizer aggregating
+`num_aggregate` sampled architectures per step): for each architecture k of a batch, in order,
+    reward R_k = validation accuracy + entropy_weight * policy entropy
+    baseline b_k = b_{k-1} - (1 - decay) * (b_{k-1} - R_k)   (updated before it is used)
+    loss_k = -log pi(a_k) * (R_k - b_k) + skip_weight * skip penalty (macro: a mean over layers)
+and one Adam step (beta_1 = 0, epsilon 1e-3) on the mean of the batch's losses.
 """
 import tensorflow as tf
 import tf_keras as keras
+
+
+def sequential_baselines(baseline, rewards, decay):
+    """The baseline after each reward of the batch, applied one by one."""
+    return tf.scan(lambda b, r: b - (1.0 - decay) * (b - r), rewards, initializer=baseline)
 
 
 class Reinforce:
@@ -23,9 +31,10 @@ class Reinforce:
         with tf.GradientTape() as tape:
             log_prob, entropy, skip_kl = self.controller.score(actions)
             rewards = accuracies + self.entropy_weight * tf.stop_gradient(entropy)
-            advantages = rewards - self.baseline
-            loss = -tf.reduce_mean(log_prob * advantages) + self.skip_weight * tf.reduce_mean(skip_kl)
+            baselines = sequential_baselines(self.baseline, rewards, self.baseline_decay)
+            advantages = rewards - baselines
+            loss = tf.reduce_mean(-log_prob * advantages + self.skip_weight * skip_kl)
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        self.baseline.assign_sub((1.0 - self.baseline_decay) * (self.baseline - tf.reduce_mean(rewards)))
+        self.baseline.assign(baselines[-1])
         return {"loss": loss, "reward": tf.reduce_mean(rewards), "baseline": self.baseline.read_value(),
                 "entropy": tf.reduce_mean(entropy), "skip_kl": tf.reduce_mean(skip_kl)}

@@ -1,9 +1,12 @@
 """ENAS macro search space: the encoding (sample, text, parse, validate).
 
-A network is a stem 3x3 convolution followed by L layers; layer i picks one of six ops and a
-skip bit for each earlier layer 0..i-1. The text form is the reference implementation's: per
-layer i, `op skip_0 .. skip_{i-1}`, all integers separated by spaces (separators `|` allowed),
-so published ENAS architectures can be read.
+A network is a stem 3x3 convolution followed by L layers. As in the reference
+(general_child.py), the stored outputs before layer i are [stem, layer 0, ..., layer i-1];
+layer i applies one of six ops to the last of them and has i skip bits, bit j adding stored
+output j: bit 0 is the *stem*, bit j > 0 is layer j-1, and the immediate predecessor (the op's
+input) is never a skip. The text form is the reference's: per layer i, `op skip_0 ..
+skip_{i-1}`, all integers separated by spaces (separators `|` allowed), so published ENAS
+architectures can be read.
 """
 import dataclasses
 import math
@@ -11,14 +14,15 @@ import math
 import numpy as np
 
 from scas_tf.errors import ScasError
-from scas_tf.spaces import Decision
 
 OPS = ("conv3x3", "sep3x3", "conv5x5", "sep5x5", "avgpool3x3", "maxpool3x3")
 
 
 def pool_layers(num_layers):
-    """Layers after which every stored output is spatially halved (reference: L//3-1, 2L//3-1)."""
-    return (num_layers // 3 - 1, 2 * num_layers // 3 - 1)
+    """Layers after which every stored output (stem included) is spatially halved; the
+    reference's `pool_distance = L // 3` puts them at L//3 - 1 and 2*(L//3) - 1."""
+    distance = num_layers // 3
+    return (distance - 1, 2 * distance - 1)
 
 
 def num_layers_for_length(length):
@@ -30,7 +34,7 @@ def num_layers_for_length(length):
 @dataclasses.dataclass(frozen=True)
 class MacroArch:
     ops: tuple  # per layer, an index into OPS
-    skips: tuple  # per layer i, a tuple of i bits: 1 = the output of layer j is added
+    skips: tuple  # per layer i, i bits: bit 0 adds the stem, bit j > 0 the output of layer j - 1
 
     @property
     def num_layers(self):
@@ -84,15 +88,10 @@ class MacroArch:
         skips = tuple(tuple(int(b) for b in rng.random(i) < skip_rate) for i in range(num_layers))
         return cls(ops, skips)
 
+    def op_names(self):
+        """The ops chosen, by group (one group: the layers)."""
+        return {"layers": [OPS[op] for op in self.ops]}
+
     def skip_rate(self):
         bits = [b for layer_bits in self.skips for b in layer_bits]
         return float(np.mean(bits)) if bits else 0.0
-
-
-def controller_decisions(num_layers):
-    """Per layer: the op, then its skip bits chosen by attention over earlier layers."""
-    decisions = []
-    for layer in range(num_layers):
-        decisions.append(Decision("op", len(OPS), op_group="macro"))
-        decisions.append(Decision("skips", layer, add_anchor=True))
-    return decisions

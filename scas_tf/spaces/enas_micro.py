@@ -4,8 +4,8 @@ A cell has two inputs (ids 0 and 1: the outputs of the two previous cells) and N
 (ids 2..6). Node k adds op1(input idx1) and op2(input idx2), each idx < k + 2, and the cell's
 output concatenates every id that no node uses as an input, unused cell inputs included. A
 cell is 20 integers, `idx1 op1 idx2 op2` per node; the text form is the normal cell then the
-reduction cell, as the reference's `fixed_arc`, so published architectures can be read. The
-controller makes its 40 decisions in exactly that order.
+reduction cell, as the reference's `fixed_arc` (and its controller's `arc_seq`), so published
+architectures can be read. (The controller decides a node's two inputs before its two ops.)
 """
 import dataclasses
 import re
@@ -13,7 +13,6 @@ import re
 import numpy as np
 
 from scas_tf.errors import ScasError
-from scas_tf.spaces import Decision
 
 OPS = ("sep3x3", "sep5x5", "avg3x3", "max3x3", "identity")
 NUM_NODES = 5
@@ -31,17 +30,10 @@ def unused_nodes(cell):
     return [node for node in range(NUM_NODES + 2) if node not in used]
 
 
-def controller_decisions():
-    """Per cell and node: input, op, input, op; a cell's anchors start as its two inputs and
-    each node's last decision adds the node as an anchor for later nodes' input choices."""
-    decisions = []
-    for cell in CELLS:
-        for node in range(NUM_NODES):
-            for slot in (0, 1):
-                first_of_cell = node == 0 and slot == 0
-                decisions.append(Decision("input", node + 2, new_group=2 if first_of_cell else 0))
-                decisions.append(Decision("op", len(OPS), op_group=cell, add_anchor=slot == 1))
-    return decisions
+def choice_sizes():
+    """How many values each of a cell's CELL_LENGTH integers can take: node k (ids from 2)
+    reads one of the k ids before it, and picks one of the OPS."""
+    return [size for node in range(2, NUM_NODES + 2) for size in (node, len(OPS), node, len(OPS))]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,19 +74,22 @@ class MicroArch:
     def to_text(self):
         return " ".join(str(v) for v in self.actions)
 
+    def op_names(self):
+        """The ops chosen, by cell type."""
+        return {name: [OPS[op] for op in getattr(self, name)[1::2]] for name in CELLS}
+
     @classmethod
     def sample(cls, rng):
-        """Uniform over the space: every decision independently uniform over its choices."""
-        return cls.from_actions([int(rng.integers(d.size)) for d in controller_decisions()])
+        """Uniform over the space: every integer independently uniform over its choices."""
+        return cls.from_actions([int(rng.integers(size)) for size in choice_sizes() * len(CELLS)])
 
     def validate(self):
         for name in CELLS:
             if len(getattr(self, name)) != CELL_LENGTH:
                 raise malformed(f"{name} cell needs {CELL_LENGTH} integers, got {len(getattr(self, name))}")
-        for position, (value, decision) in enumerate(zip(self.actions, controller_decisions())):
-            if not 0 <= value < decision.size:
+        for position, (value, size) in enumerate(zip(self.actions, choice_sizes() * len(CELLS))):
+            if not 0 <= value < size:
                 cell = CELLS[position // CELL_LENGTH]
                 node = position % CELL_LENGTH // 4 + 2
-                what = "input" if decision.kind == "input" else "op"
-                raise malformed(f"{cell} cell node {node}: {what} {value} is not in "
-                                f"0..{decision.size - 1}")
+                what = "op" if position % 2 else "input"
+                raise malformed(f"{cell} cell node {node}: {what} {value} is not in 0..{size - 1}")
