@@ -28,7 +28,7 @@ import scas_tf  # noqa: F401
 import tensorflow as tf
 
 from peak import matmul_gflops, random_splits
-from scas_tf import accounting
+from scas_tf import accounting, configs
 from scas_tf.search import darts
 
 flags.DEFINE_integer("steps", 5, "Timed search steps.")
@@ -58,7 +58,7 @@ def reset_peak_memory():
 
 def measure(order):
     config = dataclasses.replace(
-        darts.DartsConfig(), dataset="cifar10", num_layers=FLAGS.num_layers, filters=FLAGS.filters,
+        configs.DARTS_PAPER, dataset="cifar10", num_layers=FLAGS.num_layers, filters=FLAGS.filters,
         batch_size=FLAGS.batch_size, unrolled=order == "second", target_sparsity=0.9,
         pruning_begin=0.0, pruning_end=0.5, pruning_frequency=1, epochs=1)
     splits = random_splits("cifar10", config.batch_size * (FLAGS.steps + 2))

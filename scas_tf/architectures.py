@@ -1,22 +1,27 @@
 """What `scas train` can train: a baseline's name, or `<space>:<encoding>` for an architecture
-found by a search (e.g. `enas_micro:0 2 0 0 ...`, `darts:normal=[...], ...` or `darts:DARTS_V2`).
+found by a search (e.g. `enas_micro:0 2 0 0 ...`, `darts:normal=[...], ...`, `darts:DARTS_V2` or
+`smash:smash-v1 N=8 ...`).
 Architecture files hold the latter."""
 from pathlib import Path
 
 from scas_tf.errors import ScasError
-from scas_tf.models import baselines, darts, enas_macro, enas_micro
+from scas_tf.models import baselines, darts, enas_macro, enas_micro, smash
 from scas_tf.spaces import darts as darts_space
 from scas_tf.spaces import enas_macro as macro_space
 from scas_tf.spaces import enas_micro as micro_space
+from scas_tf.spaces import smash as smash_space
 
 # Per search space: the encoding class and the fixed-network builder.
 SPACES = {
     "enas_macro": (macro_space.MacroArch, enas_macro.build_macro_model),
     "enas_micro": (micro_space.MicroArch, enas_micro.build_micro_model),
     "darts": (darts_space.Genotype, darts.build_darts_model),
+    "smash": (smash_space.SmashArch, smash.build_smash_model),
 }
-# Spaces whose networks take a depth (cells); an ENAS macro architecture fixes its own.
+# Spaces whose networks take a depth (cells) or a width; an ENAS macro architecture fixes its
+# depth, a SMASH architecture both.
 SIZED_BY_NUM_LAYERS = ("enas_micro", "darts")
+SIZED_BY_FILTERS = ("enas_macro", "enas_micro", "darts")
 
 
 def spec(space, arch):
@@ -55,12 +60,13 @@ def build_model(arch_spec, info, filters=0, num_layers=0, auxiliary=False, drop_
         if auxiliary or drop_path or dropout is not None:
             raise ScasError("auxiliary_weight, drop_path and dropout apply to searched architectures only")
         return baselines.build_baseline(arch, info)
+    if filters and space not in SIZED_BY_FILTERS:
+        raise ScasError(f"a {space} architecture fixes its widths; filters does not apply")
     size = {"filters": filters} if filters else {}
     if num_layers and space in SIZED_BY_NUM_LAYERS:
         size["num_layers"] = num_layers
-    elif num_layers and num_layers != arch.num_layers:
-        raise ScasError(f"an ENAS macro architecture fixes its depth: {arch.num_layers} layers, "
-                        f"not num_layers={num_layers}")
+    elif num_layers and num_layers != getattr(arch, "num_layers", None):
+        raise ScasError(f"a {space} architecture fixes its depth; num_layers={num_layers} does not apply")
     if dropout is not None:
         if space == "darts":
             raise ScasError("DARTS networks have no dropout")

@@ -3,10 +3,11 @@
     scas train --dataset=mnist_mini --target_sparsity=0.9 --output_dir=runs/quickstart
     scas search --method=enas_micro --preset=cpu --target_sparsity=0.9 --dataset=mnist
     scas search --method=darts --unrolled --preset=cpu --target_sparsity=0.9
+    scas search --method=smash --preset=cpu --target_sparsity=0.9
     scas train --arch_file=runs/search/architecture.txt --target_sparsity=0.9
 
-Flags left out take their value from --preset; every field of TrainConfig, EnasConfig and DartsConfig is a
-flag. Errors in the user's input are reported as one line (`scas: error: ...`), exit status 2.
+Flags left out take their value from --preset; every field of TrainConfig, EnasConfig, DartsConfig and SmashConfig
+is a flag. Errors in the user's input are reported as one line (`scas: error: ...`), exit status 2.
 """
 import dataclasses
 import logging
@@ -18,13 +19,15 @@ from absl import app, flags
 import scas_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 from scas_tf import architectures, configs, data, distribute, trainer
 from scas_tf.errors import ScasError
-from scas_tf.search import darts, enas
+from scas_tf.search import darts, enas, smash
 
 FLAG_TYPES = {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_bool,
               str: flags.DEFINE_string}
 # What each config's fields are flags of (in help texts).
-CONFIGS = {"train": trainer.TrainConfig, "search (ENAS)": enas.EnasConfig, "search (DARTS)": darts.DartsConfig}
-SEARCHES = {"enas_macro": enas.run_search, "enas_micro": enas.run_search, "darts": darts.run_search}
+CONFIGS = {"train": trainer.TrainConfig, "search (ENAS)": enas.EnasConfig, "search (DARTS)": darts.DartsConfig,
+           "search (SMASH)": smash.SmashConfig}
+SEARCHES = {"enas_macro": enas.run_search, "enas_micro": enas.run_search, "darts": darts.run_search,
+            "smash": smash.run_search}
 
 
 def define_config_flags():

@@ -9,6 +9,7 @@ from scas_tf.errors import ScasError
 from scas_tf.search.darts import DartsConfig
 from scas_tf.search.enas import METHODS as ENAS_METHODS
 from scas_tf.search.enas import EnasConfig
+from scas_tf.search.smash import SmashConfig
 from scas_tf.trainer import TrainConfig
 
 TRAIN_PRESETS = {
@@ -39,13 +40,17 @@ TRAIN_PRESETS = {
 #   cutout 16, which the ENAS paper's 2.89% needs and the script lacks. The SCAS paper's
 #   baseline (2.40M parameters, 163M MACs) is smaller than this network: see the README.
 # Days of GPU time on CIFAR-10; not meant for a CPU.
+ENAS_MACRO_SCRIPTS = dict(dataset="cifar10", epochs=310, batch_size=128, learning_rate=0.05,
+                          min_learning_rate=5e-4, final_epochs=310, final_batch_size=100,
+                          final_learning_rate=0.05, final_min_learning_rate=1e-3)
 ENAS_PAPER = {
-    "enas_macro": EnasConfig(method="enas_macro"),
+    "enas_macro": EnasConfig(method="enas_macro", **ENAS_MACRO_SCRIPTS),
     "enas_micro": EnasConfig(
-        method="enas_micro", num_layers=6, filters=20, epochs=150, batch_size=160, l2_reg=1e-4,
+        **{**ENAS_MACRO_SCRIPTS, "epochs": 150, "batch_size": 160, "final_epochs": 630, "final_batch_size": 144,
+           "final_min_learning_rate": 1e-4},
+        method="enas_micro", num_layers=6, filters=20, l2_reg=1e-4,
         controller_learning_rate=3.5e-3, tanh_constant=1.1, op_tanh_reduce=2.5, skip_weight=0.0,
-        controller_steps=30, controller_batch=10, final_epochs=630, final_filters=36,
-        final_num_layers=15, final_batch_size=144, final_min_learning_rate=1e-4, final_dropout=0.2,
+        controller_steps=30, controller_batch=10, final_filters=36, final_num_layers=15, final_dropout=0.2,
         final_auxiliary_weight=0.4, final_drop_path=0.4, final_cutout=16),
 }
 
@@ -64,7 +69,7 @@ ENAS_CPU_MICRO = dict(num_layers=2, filters=12, batch_size=128, final_num_layers
 ENAS_TINY = dict(dataset="mnist_mini", num_layers=3, filters=4, epochs=1, batch_size=64,
                  lr_restart_epochs=0, controller_steps=2, controller_batch=3, num_candidates=4,
                  candidate_batches=1, final_epochs=1, final_filters=4, final_batch_size=64,
-                 validation_fraction=0.2, log_every_steps=20)
+                 validation_fraction=0.2, final_validation_fraction=0.2, log_every_steps=20)
 ENAS_TINY_MICRO = dict(num_layers=1, final_num_layers=1, final_drop_path=0.2, final_cutout=4)
 
 
@@ -79,24 +84,48 @@ def enas_preset(method, preset):
     return dataclasses.replace(paper, **overrides)
 
 
-# The reference's settings (quark0/darts cnn/train_search.py, cnn/train.py) are DartsConfig's
-# defaults: CIFAR-10, about 4 GPU-days second order; not meant for a CPU.
-DARTS_PAPER = DartsConfig()
+# The reference's settings (quark0/darts cnn/train_search.py, cnn/train.py; DartsConfig's own
+# fields default to them): CIFAR-10, about 4 GPU-days second order; not meant for a CPU.
+DARTS_PAPER = DartsConfig(dataset="cifar10", epochs=50, batch_size=64, learning_rate=0.025, min_learning_rate=0.001,
+                          validation_fraction=0.5, seed=2, final_epochs=600, final_batch_size=96,
+                          final_learning_rate=0.025, final_auxiliary_weight=0.4, final_drop_path=0.2,
+                          final_cutout=16)
 
 # A reduced budget for 2 CPU cores on MNIST: search 5 cells of C=8 on 10,000 training images
 # (5,000 weights / 5,000 alpha), then train the genotype (6 cells, C=16, auxiliary head) on the
 # full training set. See the README for the figures it reached.
 DARTS_CPU = dict(dataset="mnist", num_layers=5, filters=8, epochs=4, batch_size=64, search_images=10_000,
                  log_every_steps=25, final_epochs=4, final_filters=16, final_num_layers=6,
-                 final_batch_size=96, final_learning_rate=0.05, drop_path=0.1, cutout=0)
+                 final_batch_size=96, final_learning_rate=0.05, final_drop_path=0.1, final_cutout=0)
 
 # End-to-end smoke test on mnist_mini: about a minute (mostly tracing); results are meaningless.
 DARTS_TINY = dict(dataset="mnist_mini", num_layers=3, filters=2, epochs=1, batch_size=64,
                   search_images=1024, log_every_steps=4, final_epochs=1, final_filters=4,
-                  final_num_layers=3, final_batch_size=64, final_validation_fraction=0.2, cutout=4)
+                  final_num_layers=3, final_batch_size=64, final_validation_fraction=0.2, final_cutout=4)
+
+# The reference's settings (ajbrock/SMASH utils.py train_parser, evaluate.py, train.py; the
+# paper's 300 epochs for the resulting network; SmashConfig's own fields default to them):
+# CIFAR-100, 100 epochs of HyperNet training at batch 50, 500 + 100 + 100 architectures scored
+# on 5,000 validation images. About 1.5 GPU-days; not meant for a CPU.
+SMASH_PAPER = SmashConfig(dataset="cifar100", epochs=100, batch_size=50, learning_rate=1e-3, min_learning_rate=0.0,
+                          final_epochs=300, final_batch_size=50, final_learning_rate=0.1)
+
+# The reference's structure at a reduced scale (D=6, width 2, N=8, N_max=32: 32/48/48-channel
+# block inputs, up to 128 channels) on full MNIST: one epoch of HyperNet training (1,080 steps
+# of batch 50), 50 + 10 + 10 architectures scored on 1,000 validation images, two epochs of
+# final training at batch 128. See the README for its figures and times.
+SMASH_CPU = dict(dataset="mnist", depth=6, width=2, N=8, N_max=32, epochs=1, num_random=50, num_perturbed=10,
+                 num_markov=10, score_images=1000, final_epochs=2, final_batch_size=128, pruning_begin=0.25,
+                 pruning_end=0.75)
+
+# End-to-end smoke test on mnist_mini (the notes' "tiny" scale): results are meaningless.
+SMASH_TINY = dict(dataset="mnist_mini", depth=4, width=2, N=4, N_max=16, max_groups=4, max_kernel=5, epochs=1,
+                  batch_size=64, num_random=4, num_perturbed=2, num_markov=2, score_images=64,
+                  score_batch_size=32, final_epochs=1, final_batch_size=32, validation_fraction=0.2,
+                  final_validation_fraction=0.2, log_every_steps=20)
 
 SEARCH_PRESETS = ("paper", "cpu", "tiny")
-SEARCH_METHODS = (*ENAS_METHODS, "darts")
+SEARCH_METHODS = (*ENAS_METHODS, "darts", "smash")
 
 
 def search_preset(method, preset):
@@ -105,7 +134,7 @@ def search_preset(method, preset):
         raise ScasError(f"unknown method {method!r}; choose one of {', '.join(SEARCH_METHODS)}")
     if preset not in SEARCH_PRESETS:
         raise ScasError(f"unknown search preset {preset!r}; choose one of {', '.join(SEARCH_PRESETS)}")
-    if method != "darts":
+    if method in ENAS_METHODS:
         return enas_preset(method, preset)
-    overrides = {"paper": {}, "cpu": DARTS_CPU, "tiny": DARTS_TINY}[preset]
-    return dataclasses.replace(DARTS_PAPER, **overrides)
+    paper, cpu, tiny = (DARTS_PAPER, DARTS_CPU, DARTS_TINY) if method == "darts" else (SMASH_PAPER, SMASH_CPU, SMASH_TINY)
+    return dataclasses.replace(paper, **{"paper": {}, "cpu": cpu, "tiny": tiny}[preset])

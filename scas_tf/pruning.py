@@ -14,7 +14,8 @@ Every search method and the trainer prune through this module:
   wrappers (`MaskedLayer`) only hold the masks; the Pruner updates them and zeroes the pruned
   weights after every optimiser step.
 * `prune_tensor` is the functional form for weights that are tensors, not variables
-  (SMASH's generated weights), on the same schedule object.
+  (SMASH's generated weights), on the same schedule object; `prune_segments` prunes several
+  such weights held in one tensor at once.
 """
 import dataclasses
 import inspect
@@ -141,6 +142,28 @@ def prune_tensor(weights, schedule, step):
     """
     mask, _ = magnitude_mask(weights, schedule(step)[1])
     return weights * tf.stop_gradient(mask)
+
+
+def prune_segments(weights, segments, num_segments, sparsity):
+    """`prune_tensor` of several weights held in one tensor, in one pass of fixed ops (so that a
+    traced function serves any layout): segments[i] (same shape as weights) says which weight
+    entry i belongs to (-1: none; such entries become 0). Each weight keeps exactly
+    round(n(1 - sparsity)) (at least 1) largest-magnitude entries, ties broken as top_k breaks
+    them, so the masks are prune_tensor's of each weight on its own. Returns (pruned weights,
+    mask); the mask carries no gradient."""
+    flat, ids = tf.reshape(weights, [-1]), tf.reshape(segments, [-1])
+    ids = tf.where(ids < 0, num_segments, ids)  # unused entries form a last segment, never kept
+    by_magnitude = tf.argsort(-tf.abs(flat), stable=True)
+    order = tf.gather(by_magnitude, tf.argsort(tf.gather(ids, by_magnitude), stable=True))
+    sorted_ids = tf.gather(ids, order)
+    sizes = tf.math.unsorted_segment_sum(tf.ones_like(ids), ids, num_segments + 1)
+    starts = tf.cumsum(sizes, exclusive=True)
+    keep = tf.maximum(1, tf.cast(tf.round(tf.cast(sizes, tf.float32) * (1.0 - sparsity)), tf.int32))
+    rank = tf.range(tf.size(ids)) - tf.gather(starts, sorted_ids)
+    kept = (rank < tf.gather(keep, sorted_ids)) & (sorted_ids < num_segments)
+    mask = tf.scatter_nd(order[:, None], tf.cast(kept, weights.dtype), tf.shape(flat))
+    mask = tf.stop_gradient(tf.reshape(mask, tf.shape(weights)))
+    return weights * mask, mask
 
 
 def find_wrappers(module):

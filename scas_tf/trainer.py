@@ -16,96 +16,11 @@ import tensorflow as tf
 import tf_keras as keras
 
 from scas_tf import accounting, data, pruning
+from scas_tf.config import TrainConfig  # noqa: F401 (the trainer's config, exported here)
 from scas_tf.models import layers
-from scas_tf.errors import ScasError
-from scas_tf.run_dir import RunDir, write_json_atomic
+from scas_tf.run_dir import RunDir, read_json, write_json_atomic
 
 log = logging.getLogger("scas")
-
-
-def option(default, help_text):
-    """A config field with its help text, from which the CLI makes a flag."""
-    return dataclasses.field(default=default, metadata={"help": help_text})
-
-
-def require_positive(config, names):
-    """A one-line error for the first of these config fields that is not > 0."""
-    for name in names:
-        if getattr(config, name) <= 0:
-            raise ScasError(f"{name} must be positive, got {getattr(config, name)}")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run (a resumed run must match it exactly)."""
-    arch: str = option("small_cnn", "Architecture: a baseline CNN's name, or '<space>:<encoding>' "
-                       "of a searched one (see --arch_file).")
-    filters: int = option(0, "Width of a searched architecture (first-stage filters); 0 = its default.")
-    num_layers: int = option(0, "Cells of a searched ENAS-micro or DARTS architecture; 0 = its default.")
-    dataset: str = option("mnist_mini", "Dataset: mnist_mini (embedded), mnist, cifar10, cifar100.")
-    epochs: int = option(10, "Training epochs.")
-    batch_size: int = option(128, "Global batch size (split across replicas).")
-    learning_rate: float = option(0.1, "Peak learning rate of the cosine schedule.")
-    min_learning_rate: float = option(0.0, "Learning rate at the end of the cosine schedule.")
-    lr_restart_epochs: float = option(0.0, "SGDR (cosine with warm restarts): epochs of the first "
-                                      "period, each next one lr_restart_mult times longer; 0 = one "
-                                      "cosine over the whole run.")
-    lr_restart_mult: float = option(2.0, "SGDR: growth of each restart period over the previous one.")
-    warmup_epochs: float = option(0.0, "Linear warm-up from 0 to learning_rate, in epochs.")
-    momentum: float = option(0.9, "SGD momentum.")
-    nesterov: bool = option(True, "Use Nesterov momentum.")
-    weight_decay: float = option(5e-4, "L2 decay on conv/dense kernels (as PyTorch SGD's weight_decay: "
-                                 "the loss gains weight_decay/2 * sum(w^2)).")
-    decay_all_variables: bool = option(False, "Decay every trainable variable (BN scale and offset, "
-                                       "biases too), as ENAS's reference does; else kernels only.")
-    label_smoothing: float = option(0.0, "Label smoothing of the training loss.")
-    grad_clip_norm: float = option(0.0, "Clip gradients to this global norm; 0 disables clipping.")
-    dropout: float = option(None, "Dropout before a searched network's classifier; unset = its "
-                            "builder's default.")
-    auxiliary_weight: float = option(0.0, "Weight of a searched network's auxiliary-head loss; 0 = no head.")
-    drop_path: float = option(0.0, "Drop-path rate of a searched network at the end of training "
-                              "(rising linearly from 0; ENAS scales it by depth).")
-    cutout: int = option(0, "Cutout square side in pixels; 0 disables cutout.")
-    validation_fraction: float = option(0.1, "Fraction of the training set held out for validation.")
-    target_sparsity: float = option(0.0, "Fraction of every prunable kernel pruned by the end, in [0, 1).")
-    pruning_begin: float = option(0.1, "Fraction of training at which gradual pruning starts.")
-    pruning_end: float = option(0.6, "Fraction of training by which target_sparsity is reached.")
-    pruning_frequency: int = option(0, "Steps between mask updates; 0 means about 50 updates in all.")
-    seed: int = option(0, "Seed of initialisation, validation split, order and augmentation.")
-    log_every_steps: int = option(50, "Steps between training log lines and TensorBoard points.")
-    checkpoint_every_steps: int = option(0, "Steps between checkpoints; 0 means at the end of every epoch.")
-
-    def __post_init__(self):
-        require_positive(self, ("epochs", "batch_size", "log_every_steps"))
-        if not 0.0 <= self.target_sparsity < 1.0:
-            raise ScasError(f"target_sparsity must be in [0, 1), got {self.target_sparsity}")
-        if not 0.0 <= self.pruning_begin < self.pruning_end <= 1.0:
-            raise ScasError(f"need 0 <= pruning_begin < pruning_end <= 1, got "
-                            f"{self.pruning_begin}, {self.pruning_end}")
-        if self.learning_rate <= 0 or self.min_learning_rate < 0:
-            raise ScasError("learning rates must be positive")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ScasError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise ScasError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        if min(self.filters, self.num_layers, self.checkpoint_every_steps, self.pruning_frequency,
-               self.weight_decay, self.warmup_epochs, self.auxiliary_weight, self.cutout) < 0:
-            raise ScasError("filters, num_layers, checkpoint_every_steps, pruning_frequency, "
-                            "weight_decay, warmup_epochs, auxiliary_weight and cutout must not be negative")
-        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
-            raise ScasError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not 0.0 <= self.drop_path < 1.0:
-            raise ScasError(f"drop_path must be in [0, 1), got {self.drop_path}")
-        if self.lr_restart_epochs < 0 or self.lr_restart_mult < 1:
-            raise ScasError(f"need lr_restart_epochs >= 0 and lr_restart_mult >= 1, got "
-                            f"{self.lr_restart_epochs}, {self.lr_restart_mult}")
-        if self.lr_restart_epochs and self.warmup_epochs:
-            raise ScasError("warmup_epochs and lr_restart_epochs cannot be combined")
-        data.dataset_info(self.dataset)
-
-    def pruning_config(self, total_steps):
-        return pruning.gradual_config(self.target_sparsity, total_steps, self.pruning_begin,
-                                      self.pruning_end, self.pruning_frequency)
 
 
 def cosine_schedule(learning_rate, min_learning_rate, total_steps, warmup_steps=0, restart_steps=0,
@@ -149,10 +64,13 @@ def cross_entropy(labels, logits, label_smoothing=0.0):
     return tf.nn.softmax_cross_entropy_with_logits(targets, logits)
 
 
-def regularized_loss(model, per_example, weight_decay, global_batch_size, decay_all_variables=False):
+def regularized_loss(model, per_example, weight_decay, global_batch_size, decay_all_variables=False,
+                     decayed=None):
     """One replica's share of the mean loss plus L2 decay (weight_decay/2 * sum(w^2)) on the
-    model's kernels, or on all its variables."""
-    decay = weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in decayed_variables(model, decay_all_variables)])
+    model's kernels, or on all its variables, or on `decayed`."""
+    if decayed is None:
+        decayed = decayed_variables(model, decay_all_variables)
+    decay = weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in decayed])
     return (tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
             + tf.nn.scale_regularization_loss(decay))
 
@@ -341,9 +259,13 @@ class Trainer:
 
 
 def train(model_fn, splits, config, run_dir, strategy=None):
-    """Trains (or resumes) a run and returns its results, also written to results.json."""
+    """Trains (or resumes) a run and returns its results, also written to results.json (last,
+    after the export: a run with results is finished, and a rerun returns them)."""
     run = RunDir(run_dir)
     run.claim(dataclasses.asdict(config))
+    if run.results.exists():
+        log.info("%s is finished; its results are in %s", run.path, run.results)
+        return read_json(run.results)
     trainer = Trainer(model_fn, splits, config, run_dir, strategy)
     started = time.perf_counter()
     trainer.fit()

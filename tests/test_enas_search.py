@@ -96,7 +96,7 @@ def test_saved_architecture_trains_with_arch_file(macro_search, tmp_path):
 def test_search_flags_are_checked(tmp_path):
     result = scas("search", "--method=enas_nano", f"--output_dir={tmp_path}")
     assert result.returncode == 2 and result.stderr.strip().endswith(
-        "scas: error: unknown method 'enas_nano'; choose one of enas_macro, enas_micro, darts")
+        "scas: error: unknown method 'enas_nano'; choose one of enas_macro, enas_micro, darts, smash")
     result = scas("search", "--target_sparsity=1.0", f"--output_dir={tmp_path}")
     assert result.stderr.strip().endswith("scas: error: target_sparsity must be in [0, 1), got 1.0")
     result = scas("train", "--controller_steps=3", f"--output_dir={tmp_path}")

@@ -39,6 +39,8 @@ def test_tiny_run_learns_reaches_sparsity_and_writes_its_folder(splits, tmp_path
     assert kernels and not any(v.name.split("/")[-1].startswith(("mask", "threshold")) for v in reloaded.variables)
     zeros = sum(int(tf.size(k)) - int(tf.math.count_nonzero(k)) for k in kernels)
     assert zeros / sum(int(tf.size(k)) for k in kernels) == pytest.approx(0.8, abs=0.01)
+    # A finished run is not redone: a rerun returns its results as written.
+    assert run(splits, TINY, tmp_path) == json.loads(json.dumps(results))
 
 
 def test_mirrored_strategy_over_two_cpus_trains_the_same_way(splits, tmp_path, mirrored):

@@ -13,11 +13,11 @@ import functools
 
 import tensorflow as tf
 import tf_keras as keras
-from tensorflow.python.util import _pywrap_util_port
 
 from scas_tf import pruning
 from scas_tf.errors import ScasError
 from scas_tf.models import layers
+from scas_tf.models.layers import grouped_conv_differentiable
 from scas_tf.spaces.darts import CELL_TYPES, NUM_EDGES, NUM_NODES, PRIMITIVES, Genotype
 
 STEM_MULTIPLIER = 3
@@ -96,16 +96,6 @@ def preprocess(prev_prev, prev, filters, reduction_prev, affine):
     else:
         prev_prev = relu_conv_bn(prev_prev, filters, affine)
     return prev_prev, relu_conv_bn(prev, filters, affine)
-
-
-@functools.cache
-def grouped_conv_differentiable():
-    """Whether TensorFlow can differentiate a grouped convolution here: on GPUs and TPUs, and on
-    CPUs only through oneDNN, which TensorFlow leaves off on CPUs without AVX-512 (e.g. AMD
-    EPYC). (Turning oneDNN on there is no way out: on such a CPU it was measured to compute
-    wrong filter gradients for stride-2 1x1 convolutions, the factorized reductions'.)"""
-    accelerated = tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU")
-    return bool(accelerated) or _pywrap_util_port.IsMklEnabled()
 
 
 def stem(images, filters):

@@ -4,19 +4,53 @@ Every convolution and dense kernel is wrapped by `pruning.prunable`; separable a
 convolutions are a prunable depthwise convolution followed by a prunable 1x1 convolution, so
 no weight escapes pruning.
 """
+import functools
+
 import tensorflow as tf
 import tf_keras as keras
+from tensorflow.python.util import _pywrap_util_port
 
 from scas_tf import pruning
 
 CONV_INIT = "he_normal"
 
 
-def conv(x, filters, kernel_size, strides=1, dilation_rate=1, padding="same", name=None):
+def conv(x, filters, kernel_size, strides=1, dilation_rate=1, padding="same", name=None, initializer=CONV_INIT):
     """A prunable bias-free convolution (a BatchNorm always follows)."""
     layer = keras.layers.Conv2D(filters, kernel_size, strides=strides, dilation_rate=dilation_rate,
-                                padding=padding, use_bias=False, kernel_initializer=CONV_INIT, name=name)
+                                padding=padding, use_bias=False, kernel_initializer=initializer, name=name)
     return pruning.prunable(layer)(x)
+
+
+@functools.cache
+def grouped_conv_differentiable():
+    """Whether TensorFlow can differentiate a grouped convolution here: on GPUs and TPUs, and on
+    CPUs only through oneDNN, which TensorFlow leaves off on CPUs without AVX-512 (e.g. AMD
+    EPYC). (Turning oneDNN on there is no way out: on such a CPU it was measured to compute
+    wrong filter gradients for stride-2 1x1 convolutions, the factorized reductions'.)"""
+    accelerated = tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU")
+    return bool(accelerated) or _pywrap_util_port.IsMklEnabled()
+
+
+def grouped_convolution(x, kernel, dilation=(1, 1), groups=1):
+    """A stride-1 "same" convolution with `groups` groups (kernel: kh, kw, in/groups, out), as
+    one grouped op where TensorFlow can differentiate it, else as one convolution per group."""
+    if groups == 1 or grouped_conv_differentiable():
+        return tf.nn.convolution(x, kernel, padding="SAME", dilations=dilation)
+    outputs = [tf.nn.convolution(x_g, k_g, padding="SAME", dilations=dilation)
+               for x_g, k_g in zip(tf.split(x, groups, axis=-1), tf.split(kernel, groups, axis=-1))]
+    return tf.concat(outputs, axis=-1)
+
+
+class GroupedConv2D(keras.layers.Conv2D, pruning.tfmot_sparsity.PrunableLayer):
+    """A prunable stride-1 Conv2D whose groups run through `grouped_convolution`, so that
+    they train on every device."""
+
+    def convolution_op(self, inputs, kernel):
+        return grouped_convolution(inputs, kernel, self.dilation_rate, self.groups)
+
+    def get_prunable_weights(self):
+        return [self.kernel]
 
 
 def depthwise_conv(x, kernel_size, strides=1, dilation_rate=1, name=None):

@@ -20,12 +20,12 @@ import tf_keras as keras
 
 from scas_tf import architectures, data, pruning, trainer
 from scas_tf.data.pipeline import Split
+from scas_tf.config import SearchConfig, option, require_positive
 from scas_tf.errors import ScasError
 from scas_tf.models.darts import SearchNetwork
 from scas_tf.run_dir import RunDir, read_json, write_json_atomic, write_text_atomic
-from scas_tf.search.loop import checkpointing, search_epochs
+from scas_tf.search.loop import checkpointing, claim_run, final_splits, results_of, search_epochs
 from scas_tf.spaces.darts import CELL_TYPES, PRIMITIVES, derive
-from scas_tf.trainer import option
 
 log = logging.getLogger("scas")
 SUM = tf.distribute.ReduceOp.SUM
@@ -34,17 +34,13 @@ HEATMAP_SCALE = 12  # pixels per alpha entry in the TensorBoard images
 
 
 @dataclasses.dataclass(frozen=True)
-class DartsConfig:
-    """Everything that defines a DARTS search and the final training of its genotype. The
-    defaults are the reference's (cnn/train_search.py, cnn/train.py): the `paper` preset."""
-    method: str = option("darts", "Search method: darts.")
-    dataset: str = option("cifar10", "Dataset: mnist_mini (embedded), mnist, cifar10, cifar100.")
+class DartsConfig(SearchConfig):
+    """A DARTS search and the final training of its genotype. The fields below default to the
+    reference's (cnn/train_search.py, cnn/train.py); the `paper` preset sets the shared ones
+    too (configs.py). validation_fraction is the share of the training set that trains alpha."""
+    METHODS = ("darts",)
     num_layers: int = option(8, "Cells of the search network.")
     filters: int = option(16, "Initial channels (C) of the search network.")
-    epochs: int = option(50, "Search epochs (one pass over the weights' half of the data each).")
-    batch_size: int = option(64, "Minibatch size of both the weight and the alpha steps.")
-    learning_rate: float = option(0.025, "Weights' peak SGD learning rate (cosine schedule).")
-    min_learning_rate: float = option(0.001, "Weights' final learning rate.")
     momentum: float = option(0.9, "Weights' SGD momentum (plain, not Nesterov).")
     weight_decay: float = option(3e-4, "L2 decay on the weights' kernels.")
     grad_clip_norm: float = option(5.0, "Weights' gradient clipping (global norm); 0 disables it.")
@@ -53,56 +49,26 @@ class DartsConfig:
     alpha_learning_rate: float = option(3e-4, "Alpha's Adam learning rate.")
     alpha_beta1: float = option(0.5, "Alpha's Adam beta_1 (beta_2 is 0.999).")
     alpha_weight_decay: float = option(1e-3, "L2 decay on alpha.")
-    validation_fraction: float = option(0.5, "Fraction of the training set that trains alpha (the "
-                                        "reference's 1 - train_portion); the rest trains weights.")
     search_images: int = option(0, "Search on only this many training-set images (0 = all of them).")
-    target_sparsity: float = option(0.0, "Fraction of every prunable kernel pruned, in [0, 1).")
-    pruning_begin: float = option(0.1, "Fraction of the search (and of final training) at which pruning starts.")
-    pruning_end: float = option(0.6, "Fraction by which target_sparsity is reached.")
-    pruning_frequency: int = option(0, "Steps between mask updates; 0 means about 50 updates in all.")
-    seed: int = option(2, "Seed of everything.")
-    log_every_steps: int = option(50, "Steps between log lines and TensorBoard points.")
-    final_epochs: int = option(600, "Epochs of the final from-scratch training.")
     final_filters: int = option(36, "Initial channels of the final network.")
     final_num_layers: int = option(20, "Cells of the final network.")
-    final_batch_size: int = option(96, "Batch size of the final training.")
-    final_learning_rate: float = option(0.025, "Peak learning rate of the final training.")
-    final_validation_fraction: float = option(0.1, "Fraction of the training set held out during final training.")
-    auxiliary_weight: float = option(0.4, "Weight of the auxiliary-head loss in final training; 0 = no head.")
-    drop_path: float = option(0.2, "Final drop-path rate of the final training.")
-    cutout: int = option(16, "Cutout side in the final training; 0 disables it.")
 
     def __post_init__(self):
-        if self.method != "darts":
-            raise ScasError(f"DartsConfig is for method darts, not {self.method!r}")
-        trainer.require_positive(self, ("num_layers", "filters", "epochs", "batch_size", "log_every_steps",
-                                        "alpha_learning_rate"))
+        super().__post_init__()
+        require_positive(self, ("num_layers", "filters", "alpha_learning_rate"))
         if self.num_layers < 3:
             raise ScasError(f"darts needs num_layers >= 3 (two reduction cells), got {self.num_layers}")
         if not 0.0 <= self.momentum < 1.0 or not 0.0 <= self.alpha_beta1 < 1.0:
             raise ScasError("momentum and alpha_beta1 must be in [0, 1)")
         if min(self.alpha_weight_decay, self.weight_decay, self.grad_clip_norm) < 0:
             raise ScasError("weight decays and grad_clip_norm must not be negative")
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise ScasError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
         if self.search_images < 0:
             raise ScasError(f"search_images must not be negative, got {self.search_images}")
-        if self.learning_rate <= 0 or self.min_learning_rate < 0:
-            raise ScasError("learning rates must be positive")
-        self.final_train_config()  # validates the final training's fields
 
-    def final_train_config(self, arch_spec="small_cnn"):
-        return trainer.TrainConfig(
-            arch=arch_spec, dataset=self.dataset, epochs=self.final_epochs,
-            batch_size=self.final_batch_size, learning_rate=self.final_learning_rate,
-            min_learning_rate=0.0, momentum=self.momentum, nesterov=False,
-            weight_decay=self.weight_decay, grad_clip_norm=self.grad_clip_norm,
-            validation_fraction=self.final_validation_fraction,
-            target_sparsity=self.target_sparsity, pruning_begin=self.pruning_begin,
-            pruning_end=self.pruning_end, pruning_frequency=self.pruning_frequency, seed=self.seed,
-            log_every_steps=self.log_every_steps, filters=self.final_filters,
-            num_layers=self.final_num_layers, auxiliary_weight=self.auxiliary_weight,
-            drop_path=self.drop_path, cutout=self.cutout)
+    def final_training(self):
+        return dict(momentum=self.momentum, nesterov=False, weight_decay=self.weight_decay,
+                    grad_clip_norm=self.grad_clip_norm, filters=self.final_filters,
+                    num_layers=self.final_num_layers)
 
 
 class DartsSearch:
@@ -333,10 +299,8 @@ def limit_images(splits, num_images):
 def run_search(config, load_splits, run_dir, strategy=None):
     """Search, derive the genotype, write it, train it from scratch; returns the results.
     `load_splits(validation_fraction)` gives the dataset's splits."""
-    run = RunDir(run_dir)
-    run.claim(dataclasses.asdict(config))
-    search = DartsSearch(config, limit_images(load_splits(config.validation_fraction), config.search_images),
-                         run_dir, strategy)
+    run, splits = claim_run(config, load_splits, run_dir)
+    search = DartsSearch(config, limit_images(splits, config.search_images), run_dir, strategy)
     search.search()
     arch_spec = architectures.spec("darts", search.genotype())
     write_text_atomic(run.path / "architecture.txt", arch_spec + "\n")
@@ -344,17 +308,12 @@ def run_search(config, load_splits, run_dir, strategy=None):
     write_json_atomic(run.path / "alpha.json", {"primitives": list(PRIMITIVES), "softmax_alpha": alpha})
     log.info("derived %s", arch_spec)
     final_config = config.final_train_config(arch_spec)
-    final_splits = load_splits(final_config.validation_fraction)
-    final = trainer.train(architectures.model_builder(final_config, final_splits.info),
-                          final_splits, final_config, run.path / "final", strategy)
+    final_data = final_splits(config, splits, load_splits)
+    final = trainer.train(architectures.model_builder(final_config, final_data.info),
+                          final_data, final_config, run.path / "final", strategy)
     val_loss, val_accuracy = search.evaluate()
-    results = {
-        "method": "darts", "unrolled": config.unrolled, "architecture": arch_spec,
-        "search_seconds": float(search.search_seconds.numpy()), "search_steps": search.step,
-        "search_pruning": dataclasses.asdict(search.pruning_config),
-        "search_weight_sparsity": pruning.overall_sparsity(search.pruner.report()),
-        "search_validation_loss": val_loss, "search_validation_accuracy": val_accuracy,
-        "final_dir": "final", "final": {k: v for k, v in final.items() if k != "layers"},
-    }
+    results = results_of(search, config, arch_spec, final, "final", unrolled=config.unrolled,
+                         search_weight_sparsity=pruning.overall_sparsity(search.pruner.report()),
+                         search_validation_loss=val_loss, search_validation_accuracy=val_accuracy)
     write_json_atomic(run.results, results)
     return results

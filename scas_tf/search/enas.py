@@ -24,15 +24,15 @@ import tensorflow as tf
 import tf_keras as keras
 
 from scas_tf import architectures, data, pruning, trainer
+from scas_tf.config import SearchConfig, option, require_positive
 from scas_tf.errors import ScasError
 from scas_tf.models.enas_macro import MacroSupernet
 from scas_tf.models.enas_micro import MicroSupernet
 from scas_tf.run_dir import RunDir, read_json, write_json_atomic, write_text_atomic
 from scas_tf.search.controller import MacroController, MicroController
-from scas_tf.search.loop import checkpointing, search_epochs
+from scas_tf.search.loop import checkpointing, claim_run, final_splits, results_of, search_epochs
 from scas_tf.search.reinforce import Reinforce
 from scas_tf.spaces import enas_macro, enas_micro
-from scas_tf.trainer import option
 
 log = logging.getLogger("scas")
 SUM = tf.distribute.ReduceOp.SUM
@@ -63,17 +63,13 @@ METHODS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class EnasConfig:
-    """Everything that defines an ENAS search and the final training of its result. Defaults:
-    the reference's macro search script (scripts/cifar10_macro_search.sh)."""
-    method: str = option("enas_macro", "Search method: enas_macro or enas_micro.")
-    dataset: str = option("cifar10", "Dataset: mnist_mini (embedded), mnist, cifar10, cifar100.")
+class EnasConfig(SearchConfig):
+    """An ENAS search and the final training of its result. The fields below default to the
+    reference's macro search script (scripts/cifar10_macro_search.sh); the `paper` presets
+    set the shared ones too (configs.py)."""
+    METHODS = tuple(METHODS)
     num_layers: int = option(12, "Child layers (macro) or normal-cell layers (micro) during search.")
     filters: int = option(36, "Child filters during search.")
-    epochs: int = option(310, "Search epochs (one pass over the training split each).")
-    batch_size: int = option(128, "Child minibatch size.")
-    learning_rate: float = option(0.05, "Child peak learning rate (each SGDR period starts there).")
-    min_learning_rate: float = option(5e-4, "Child learning rate at the end of each SGDR period.")
     lr_restart_epochs: float = option(10.0, "SGDR: epochs of the first period (search and final "
                                       "training), each next one lr_restart_mult times longer; 0 = one "
                                       "cosine over the whole run.")
@@ -94,10 +90,6 @@ class EnasConfig:
     skip_weight: float = option(0.8, "Weight of the KL penalty towards skip_target (macro; 0 = off).")
     controller_steps: int = option(50, "Controller updates per search epoch.")
     controller_batch: int = option(20, "Architectures sampled per controller update.")
-    target_sparsity: float = option(0.0, "Fraction of every prunable kernel pruned, in [0, 1).")
-    pruning_begin: float = option(0.1, "Fraction of the search (and of final training) at which pruning starts.")
-    pruning_end: float = option(0.6, "Fraction by which target_sparsity is reached.")
-    pruning_frequency: int = option(0, "Steps between mask updates; 0 means about 50 updates in all.")
     num_candidates: int = option(100, "Architectures sampled after the search to pick the best from.")
     candidate_batches: int = option(10, "Validation minibatches each candidate is scored on.")
     final_candidates: int = option(1, "Best-scored distinct architectures trained from scratch; the one "
@@ -105,29 +97,16 @@ class EnasConfig:
     reward_batch_statistics: bool = option(False, "Score enas_macro rewards and candidates in training mode "
                                            "(BN batch statistics, dropout), as enas_micro always does; the "
                                            "reference uses BN's moving statistics (see the README).")
-    validation_fraction: float = option(0.1, "Fraction of the training set held out for validation.")
-    seed: int = option(0, "Seed of everything.")
-    log_every_steps: int = option(50, "Steps between child log lines and TensorBoard points.")
-    final_epochs: int = option(310, "Epochs of the final from-scratch training.")
     final_filters: int = option(36, "Filters of the final network.")
     final_num_layers: int = option(0, "Cells of the final micro network (0 = num_layers).")
-    final_batch_size: int = option(100, "Batch size of the final training.")
-    final_learning_rate: float = option(0.05, "Peak learning rate of the final training.")
-    final_min_learning_rate: float = option(1e-3, "Learning rate at the end of each SGDR period of the final training.")
     final_l2_reg: float = option(2e-4, "L2 of the final training (as l2_reg).")
     final_dropout: float = option(0.5, "Dropout before the final network's classifier.")
-    final_auxiliary_weight: float = option(0.0, "Weight of the final network's auxiliary-head loss; 0 = no head.")
-    final_drop_path: float = option(0.0, "Drop-path rate of the final network's last cell at the end of training "
-                                    "(the reference's 1 - drop_path_keep_prob; shallower cells drop less).")
-    final_cutout: int = option(0, "Cutout side in the final training; 0 disables it.")
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ScasError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        trainer.require_positive(self, (
-            "num_layers", "filters", "epochs", "batch_size", "controller_steps", "controller_batch",
-            "num_candidates", "candidate_batches", "final_candidates", "final_epochs", "final_filters",
-            "final_batch_size", "lstm_size", "log_every_steps"))
+        super().__post_init__()
+        require_positive(self, (
+            "num_layers", "filters", "controller_steps", "controller_batch", "num_candidates",
+            "candidate_batches", "final_candidates", "final_filters", "lstm_size"))
         if self.method == "enas_macro" and self.num_layers < 3:
             raise ScasError("enas_macro needs num_layers >= 3 (pool layers at L//3-1 and 2*(L//3)-1)")
         if self.final_candidates > self.num_candidates:
@@ -135,22 +114,14 @@ class EnasConfig:
                             f"({self.num_candidates})")
         if min(self.l2_reg, self.final_l2_reg, self.grad_clip_norm) < 0 or not 0 <= self.dropout < 1:
             raise ScasError("l2_reg, final_l2_reg and grad_clip_norm must not be negative, dropout in [0, 1)")
-        self.final_train_config()  # validates the shared fields (sparsity, dataset, ...)
 
-    def final_train_config(self, arch_spec="small_cnn"):
-        return trainer.TrainConfig(
-            arch=arch_spec, dataset=self.dataset, epochs=self.final_epochs,
-            batch_size=self.final_batch_size, learning_rate=self.final_learning_rate,
-            min_learning_rate=self.final_min_learning_rate, lr_restart_epochs=self.lr_restart_epochs,
-            lr_restart_mult=self.lr_restart_mult, weight_decay=2 * self.final_l2_reg,
-            decay_all_variables=True, grad_clip_norm=self.grad_clip_norm,
-            validation_fraction=self.validation_fraction, target_sparsity=self.target_sparsity,
-            pruning_begin=self.pruning_begin, pruning_end=self.pruning_end,
-            pruning_frequency=self.pruning_frequency, seed=self.seed,
-            log_every_steps=self.log_every_steps, filters=self.final_filters,
+    def final_training(self):
+        return dict(
+            lr_restart_epochs=self.lr_restart_epochs, lr_restart_mult=self.lr_restart_mult,
+            weight_decay=2 * self.final_l2_reg, decay_all_variables=True, grad_clip_norm=self.grad_clip_norm,
+            filters=self.final_filters,
             num_layers=(self.final_num_layers or self.num_layers) if self.method == "enas_micro" else 0,
-            dropout=self.final_dropout, auxiliary_weight=self.final_auxiliary_weight,
-            drop_path=self.final_drop_path, cutout=self.final_cutout)
+            dropout=self.final_dropout)
 
 
 class EnasSearch:
@@ -349,30 +320,22 @@ def train_finalists(config, candidates, splits, run, strategy):
 def run_search(config, load_splits, run_dir, strategy=None):
     """Search, score candidates, train the best from scratch, write the winner; returns the
     results. `load_splits(validation_fraction)` gives the dataset's splits."""
-    run = RunDir(run_dir)
-    run.claim(dataclasses.asdict(config))
-    splits = load_splits(config.validation_fraction)
+    run, splits = claim_run(config, load_splits, run_dir)
     search = EnasSearch(config, splits, run_dir, strategy)
     policy = search.search()
     # Written before the finalists train, so that a rerun trains (or resumes) the same ones.
     candidates_file = run.path / "candidates.json"
     candidates = read_json(candidates_file) if candidates_file.exists() else search.score_candidates()
     write_json_atomic(candidates_file, candidates)
-    best, final = train_finalists(config, candidates, splits, run, strategy)
+    best, final = train_finalists(config, candidates, final_splits(config, splits, load_splits), run, strategy)
     arch_spec = f"{config.method}:{candidates[best]['architecture']}"
     write_text_atomic(run.path / "architecture.txt", arch_spec + "\n")
     write_json_atomic(candidates_file, candidates)
     log.info("chose candidate %d of %d (validation accuracy %.4f from scratch): %s", best + 1,
              config.final_candidates, final["validation_accuracy"], arch_spec)
-    results = {
-        "method": config.method, "architecture": arch_spec,
-        "search_seconds": float(search.search_seconds.numpy()), "search_steps": search.step,
-        "search_pruning": dataclasses.asdict(search.pruning_config),
-        "shared_weight_sparsity": pruning.overall_sparsity(search.pruner.report()),
-        "controller_policy": policy,
-        "chosen_candidate_shared_validation_accuracy": candidates[best]["validation_accuracy"],
-        "final_dir": candidates[best]["final"]["dir"],
-        "final": {k: v for k, v in final.items() if k != "layers"},
-    }
+    results = results_of(search, config, arch_spec, final, candidates[best]["final"]["dir"],
+                         shared_weight_sparsity=pruning.overall_sparsity(search.pruner.report()),
+                         controller_policy=policy,
+                         chosen_candidate_shared_validation_accuracy=candidates[best]["validation_accuracy"])
     write_json_atomic(run.results, results)
     return results
