@@ -248,6 +248,30 @@ def test_training_steps_run_under_mirrored_strategy_and_prune_both_kinds_of_weig
     assert sum(np.count_nonzero(k) for k in kernels) / sum(np.size(k) for k in kernels) == pytest.approx(0.5, abs=0.02)
 
 
+def test_scoring_perturbs_the_best_random_then_walks_greedily_from_the_best_so_far(tmp_path):
+    config = dataclasses.replace(TINY, num_random=6, num_perturbed=5, num_markov=8, perturb_probability=0.5)
+    search = search_lib.SmashSearch(config, data.load_splits("mnist_mini", validation_fraction=0.2), tmp_path)
+    errors = np.random.default_rng(7).uniform(size=19)
+    perturbed_from = []
+    original = space_lib.perturb
+
+    def recording_perturb(arch, rng, probability):
+        perturbed_from.append(arch)
+        return original(arch, rng, probability)
+    with mock.patch.object(search_lib.SmashSearch, "error", lambda self, arch, index, batches: errors[index]), \
+            mock.patch.object(space_lib, "perturb", recording_perturb):
+        candidates = search.score_architectures([])
+    by_index = {c["index"]: space_lib.SmashArch.from_text(c["architecture"], TINY_SPACE) for c in candidates}
+    best_random = by_index[int(np.argmin(errors[:6]))]
+    assert all(arch == best_random for arch in perturbed_from[:5])
+    current = int(np.argmin(errors[:11]))
+    for step, index in enumerate(range(11, 19)):
+        assert perturbed_from[5 + step] == by_index[current]
+        if errors[index] < errors[current]:
+            current = index
+    assert candidates[0]["validation_error"] == errors.min()
+
+
 def test_tiny_search_through_the_cli_resumes_mid_scoring(tmp_path, monkeypatch):
     """A search whose scoring stops after 3 architectures; the rerun trains no more and scores
     only the rest, with the same draws, then trains the best from scratch."""

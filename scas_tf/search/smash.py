@@ -232,16 +232,17 @@ class SmashSearch:
         search_epochs(self, self.search_epoch)
 
     def score_architectures(self, scored):
-        """Random architectures, perturbations of the best, then greedy steps (the reference's
-        evaluate.py), each scored by `error`; `scored` holds earlier results of this same
-        sequence (a resumed run) and is extended in place. Returns the candidates, best first."""
+        """Random architectures, perturbations of the best of them, then greedy steps from the
+        best so far, each perturbing the current architecture and moving only to a better one
+        (the reference's evaluate.py); each scored by `error`. `scored` holds earlier results of
+        this same sequence (a resumed run) and is extended in place. Returns the candidates,
+        best first."""
         config, batches = self.config, self.score_batches()
         rng = self.rng(SCORING)
         plan = [("random", config.num_random), ("perturbed", config.num_perturbed), ("markov", config.num_markov)]
         index, best, current = 0, None, None
         for stage, count in plan:
-            if stage == "perturbed":
-                current = best
+            current = best
             for _ in range(count):
                 if stage == "random":
                     arch = space_lib.sample(self.space, rng)
