@@ -37,7 +37,7 @@ def memory_blocks(x, arch, op, transition):
     space = arch.space
     for b, block in enumerate(arch.blocks):
         bank = block.bank_size * space.N
-        banks = [x[..., j * bank:(j + 1) * bank] for j in range(x.shape[-1] // bank)]
+        banks = [x[..., j * bank:(j + 1) * bank] for j in range(space.initial_banks(b, block.bank_size))]
         for i, spec in enumerate(block.ops):
             reads = [banks[r] for r in spec.reads]
             out = op(b, i, spec, reads[0] if len(reads) == 1 else tf.concat(reads, -1))
@@ -255,7 +255,6 @@ class SearchNetwork(keras.Model):
         self.stem.build((None, *info.image_shape))
         for layer in (*self.spatial, *self.transition_conv, self.classifier, *self.transition_bn, self.head_bn):
             layer.build(None)
-        self.hypernet(tf.zeros([1, space.k, 1, condition_channels]))
         self.generated_weights(tf.zeros([1, space.k, 1, condition_channels]))
 
     @property

@@ -24,7 +24,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from scas_tf import architectures, data, pruning, trainer
-from scas_tf.config import SearchConfig, option, require_positive
+from scas_tf.config import SearchConfig, option, require_fraction, require_positive
 from scas_tf.data.pipeline import Split
 from scas_tf.errors import ScasError
 from scas_tf.models.smash import SearchNetwork
@@ -73,8 +73,8 @@ class SmashConfig(SearchConfig):
         if min(self.num_perturbed, self.num_markov, self.score_images, self.weight_decay,
                self.final_weight_decay) < 0:
             raise ScasError("num_perturbed, num_markov, score_images and weight decays must not be negative")
-        if not 0.0 <= self.perturb_probability <= 1.0 or not 0.0 <= self.adam_beta1 < 1.0:
-            raise ScasError("perturb_probability must be in [0, 1] and adam_beta1 in [0, 1)")
+        require_fraction(self, ("perturb_probability",), closed=True)
+        require_fraction(self, ("adam_beta1",))
         if self.final_auxiliary_weight or self.final_drop_path:
             raise ScasError("SMASH networks have no auxiliary head or drop-path")
         self.space()  # validates the scale
@@ -201,32 +201,32 @@ class SmashSearch:
             split = Split(split.images[:self.config.score_images], split.labels[:self.config.score_images])
         return data.eval_dataset(split, self.splits.info, self.config.score_batch_size).cache()
 
-    def correct(self, arch, kernels, images, labels):
-        logits = self.network.forward(images, arch, kernels, training=False)
-        return int(tf.reduce_sum(tf.cast(tf.argmax(logits, -1, output_type=labels.dtype) == labels, tf.int32)))
+    def accuracy(self, runs):
+        """Accuracy over (architecture, its 1x1 kernels, images, labels) runs, with BN's moving
+        statistics."""
+        correct = total = 0
+        for arch, kernels, images, labels in runs:
+            logits = self.network.forward(images, arch, kernels, training=False)
+            correct += int(tf.reduce_sum(tf.cast(tf.argmax(logits, -1, output_type=labels.dtype) == labels, tf.int32)))
+            total += int(tf.size(labels))
+        return correct / total
 
     def error(self, arch, index, batches):
         """Validation error of `arch` with its generated weights pruned to the target and the
         learned ones as pruned (BN moving statistics): the SMASH score."""
         kernels = self.network.op_kernels(arch, *self.inputs(arch, SCORE_NOISE, index), self.schedule,
                                           self.total_steps)
-        correct = total = 0
-        for images, labels in batches:
-            correct += self.correct(arch, kernels, images, labels)
-            total += int(tf.size(labels))
-        return 1.0 - correct / total
+        return 1.0 - self.accuracy((arch, kernels, images, labels) for images, labels in batches)
 
     def random_architecture_accuracy(self, epoch):
         """The reference's per-epoch validation: a random architecture per batch, its weights
         pruned as they are now."""
-        correct = total = 0
-        for index, (images, labels) in enumerate(self.score_batches()):
-            arch = self.sample(self.step, VALIDATION, epoch, index)
-            kernels = self.network.op_kernels(arch, *self.inputs(arch, VALIDATION, epoch, index), self.schedule,
-                                              self.step)
-            correct += self.correct(arch, kernels, images, labels)
-            total += int(tf.size(labels))
-        return correct / total
+        def runs():
+            for index, (images, labels) in enumerate(self.score_batches()):
+                arch = self.sample(self.step, VALIDATION, epoch, index)
+                inputs = self.inputs(arch, VALIDATION, epoch, index)
+                yield arch, self.network.op_kernels(arch, *inputs, self.schedule, self.step), images, labels
+        return self.accuracy(runs())
 
     def search(self):
         search_epochs(self, self.search_epoch)

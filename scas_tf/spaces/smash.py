@@ -142,15 +142,15 @@ class SmashSpace:
         return min(min(max(input_channels // out, 1), self.bottleneck) * out, input_channels,
                    self.max_bottleneck * self.N_max)
 
+    def initial_banks(self, block, bank_size):
+        """Banks the block's input is cut into (left-over channels are dropped, as the reference's)."""
+        return self.in_channels[block] // (bank_size * self.N)
+
     def bank_sizes(self, block):
         """Bank sizes (units of N) a block can have: at least one whole input bank, and for an
         odd size (whose ops read banks in pairs) depth_compression of them."""
-        sizes = []
-        for bs in range(1, self.k + 1):
-            initial = self.in_channels[block] // (bs * self.N)
-            if initial >= (self.depth_compression if bs % self.depth_compression else 1):
-                sizes.append(bs)
-        return sizes
+        return [bs for bs in range(1, self.k + 1)
+                if self.initial_banks(block, bs) >= (self.depth_compression if bs % self.depth_compression else 1)]
 
     def header(self):
         return (f"{VERSION} N={self.N} width={self.width} N_max={self.N_max} "
@@ -193,9 +193,9 @@ class SmashArch:
             raise malformed(f"{len(self.blocks)} blocks, not {NUM_BLOCKS}")
         for b, block in enumerate(self.blocks):
             bs = block.bank_size
-            if not 1 <= bs <= space.k or space.in_channels[b] // (bs * space.N) < 1:
+            if not 1 <= bs <= space.k or space.initial_banks(b, bs) < 1:
                 raise malformed(f"block {b}: bank size {bs} outside 1..{space.k} or wider than the block's input")
-            banks = space.in_channels[b] // (bs * space.N)
+            banks = space.initial_banks(b, bs)
             most_banks = space.max_widths[b] // (bs * space.N)
             for i, op in enumerate(block.ops):
                 where = f"block {b} op {i}"
@@ -271,7 +271,7 @@ def block_bookkeeping(space, b, bs, budget_fraction):
     """The reference's per-block state: written-count per bank (the most banks the block may
     hold) and the allowed read counts (multiples of depth_compression banks for odd sizes, so
     that an op's input fills whole conditioning columns)."""
-    initial = space.in_channels[b] // (bs * space.N)
+    initial = space.initial_banks(b, bs)
     most = min(initial + math.ceil(budget_fraction * space.depth * space.k) // bs,
                space.max_widths[b] // (bs * space.N))
     written = [1] * initial + [0] * (most - initial)
