@@ -2,13 +2,14 @@
 from-scratch trainings of architectures spread over the score range.
 
     python experiments/smash_correlation.py --run_dir=runs/smash-mnist-s0.9 --architectures=10 \\
-        --epochs=1 --data_dir=../shared/data
+        --epochs=1 --train_images=10000 --data_dir=../shared/data
 
 Reads a finished `scas search --method=smash` run: its config and `candidates.json` (every
 scored architecture with the validation error of its pruned generated weights). Picks
 `--architectures` of them at evenly spaced ranks from best to worst, trains each from scratch
-with the run's final-training settings (same sparsity target) for `--epochs`, each in
-<run_dir>/correlation/<rank>/ (a rerun resumes), and writes <run_dir>/correlation.json: the
+with the run's final-training settings (same sparsity target) for `--epochs` on a seeded
+subset of `--train_images` training images (all of them by default), each in
+<run_dir>/correlation/<epochs>ep-<images>img/<rank>/ (a rerun resumes), and writes <run_dir>/correlation.json: the
 pairs and Spearman's rho between SMASH error and from-scratch validation error.
 """
 import dataclasses
@@ -27,6 +28,7 @@ from scas_tf.search.smash import SmashConfig
 flags.DEFINE_string("run_dir", None, "A finished SMASH search's run folder.", required=True)
 flags.DEFINE_integer("architectures", 10, "Architectures trained from scratch, spread over the ranks.")
 flags.DEFINE_integer("epochs", 1, "Epochs of each from-scratch training.")
+flags.DEFINE_integer("train_images", None, "Train on a seeded subset of this many training images.")
 flags.DEFINE_string("data_dir", None, "Folder with the datasets' original files.")
 FLAGS = flags.FLAGS
 
@@ -53,24 +55,35 @@ def spread(candidates, count):
     return [(int(rank), candidates[rank]) for rank in picks]
 
 
+def subsample(split, count, seed):
+    """A seeded subset of `count` images of `split`, in the split's order."""
+    if count is None or count >= len(split):
+        return split
+    keep = np.sort(np.random.default_rng(seed).permutation(len(split))[:count])
+    return dataclasses.replace(split, images=split.images[keep], labels=split.labels[keep])
+
+
 def main(_):
     run = Path(FLAGS.run_dir)
     config = SmashConfig(**read_json(run / "config.json"))
     candidates = read_json(run / "candidates.json")
     splits = data.load_splits(config.dataset, FLAGS.data_dir, config.final_validation_fraction, config.seed)
+    splits.train = subsample(splits.train, FLAGS.train_images, config.seed)
+    study = run / "correlation" / f"{FLAGS.epochs}ep-{len(splits.train)}img"
     pairs = []
     for rank, candidate in spread(candidates, FLAGS.architectures):
         train_config = dataclasses.replace(config.final_train_config(f"smash:{candidate['architecture']}"),
                                            epochs=FLAGS.epochs)
         results = trainer.train(architectures.model_builder(train_config, splits.info), splits, train_config,
-                                run / "correlation" / str(rank))
+                                study / str(rank))
         pairs.append({"rank": rank, "stage": candidate["stage"], "smash_error": candidate["validation_error"],
                       "scratch_validation_error": 1.0 - results["validation_accuracy"],
                       "scratch_test_error": 1.0 - results["test_accuracy"], "params": results["params"],
                       "architecture": candidate["architecture"]})
         print(json.dumps({k: v for k, v in pairs[-1].items() if k != "architecture"}))
     rho = spearman([p["smash_error"] for p in pairs], [p["scratch_validation_error"] for p in pairs])
-    write_json_atomic(run / "correlation.json", {"epochs": FLAGS.epochs, "spearman": rho, "pairs": pairs})
+    write_json_atomic(run / "correlation.json", {"epochs": FLAGS.epochs, "train_images": len(splits.train),
+                                                 "spearman": rho, "pairs": pairs})
     print(f"Spearman rho between SMASH error and {FLAGS.epochs}-epoch from-scratch validation error over "
           f"{len(pairs)} architectures: {rho:.3f}")
 

@@ -310,3 +310,17 @@ def test_tiny_search_through_the_cli_resumes_mid_scoring(tmp_path, monkeypatch):
     assert results["final"]["weight_sparsity"] == pytest.approx(0.5, abs=0.01)
     model = architectures.build_model(architectures.read_arch_file(folder / "architecture.txt"), INFO)
     assert model.count_params() > 0  # what `scas train --arch_file` builds
+
+
+def test_correlation_study_ranks_with_ties_and_picks_the_ends():
+    sys.path.insert(0, str(REPO / "experiments"))
+    import smash_correlation as study
+    np.testing.assert_array_equal(study.ranks([0.3, 0.1, 0.3, 0.2]), [3.5, 1.0, 3.5, 2.0])
+    assert study.spearman([1, 2, 3, 4], [10, 30, 20, 40]) == pytest.approx(0.8)  # 1 - 6*2/(4*15)
+    assert study.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert [rank for rank, _ in study.spread(list(range(70)), 10)] == [0, 8, 15, 23, 31, 38, 46, 54, 61, 69]
+    split = data.pipeline.Split(np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1), np.arange(10))
+    subset = study.subsample(split, 4, seed=0)
+    assert len(subset) == 4 and list(subset.labels) == sorted(subset.labels)
+    np.testing.assert_array_equal(subset.images.ravel(), subset.labels)
+    assert study.subsample(split, None, seed=0) is split
