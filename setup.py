@@ -18,6 +18,9 @@ setup(
         "tensorboard>=2.16",  # tf.summary writers; TensorFlow 2.21 no longer depends on it
         "setuptools",  # tfmot imports distutils, gone from the standard library in Python 3.12
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "report": ["matplotlib>=3.5"],  # scas report's figures
+        "test": ["pytest>=7", "matplotlib>=3.5", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6"],
+    },
     entry_points={"console_scripts": ["scas=scas_tf.cli:run"]},
 )

@@ -5,20 +5,24 @@
     scas search --method=darts --unrolled --preset=cpu --target_sparsity=0.9
     scas search --method=smash --preset=cpu --target_sparsity=0.9
     scas train --arch_file=runs/search/architecture.txt --target_sparsity=0.9
+    scas sweep --method=smash --preset=cpu --targets=0,0.5,0.9 --output_dir=sweeps/smash-mnist
+    scas report sweeps/smash-mnist sweeps/darts-mnist --output=reports/mnist
 
 Flags left out take their value from --preset; every field of TrainConfig, EnasConfig, DartsConfig and SmashConfig
 is a flag. Errors in the user's input are reported as one line (`scas: error: ...`), exit status 2.
 """
 import dataclasses
 import logging
+import shlex
 import sys
 from pathlib import Path
 
 from absl import app, flags
 
 import scas_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from scas_tf import architectures, configs, data, distribute, trainer
+from scas_tf import architectures, configs, data, distribute, report, sweep, trainer
 from scas_tf.errors import ScasError
+from scas_tf.run_dir import held, write_text_atomic
 from scas_tf.search import darts, enas, smash
 
 FLAG_TYPES = {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_bool,
@@ -54,6 +58,9 @@ flags.DEFINE_string("output_dir", None, "Run folder; re-running with the same fo
 flags.DEFINE_string("data_dir", None, "Folder with the datasets' original files (MNIST idx, CIFAR "
                     "python pickles); default $SCAS_DATA_DIR. tensorflow_datasets is tried next.")
 flags.DEFINE_bool("tfds_download", False, "Let tensorflow_datasets download a dataset it lacks.")
+flags.DEFINE_string("targets", "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
+                    "sweep: comma-separated target sparsities, one search each (the paper's ten by default).")
+flags.DEFINE_string("output", None, "report: folder for Table 1, Figure 4, the Pareto plots and report.md.")
 flags.DEFINE_enum("strategy", "auto", list(distribute.STRATEGIES),
                   "tf.distribute strategy: auto picks a TPU, several GPUs, or the default device.")
 FLAGS = flags.FLAGS
@@ -76,7 +83,7 @@ def config_from_flags(command):
                       (f.name for f in dataclasses.fields(config_class))
                       if name not in fields and FLAGS[name].present})
     if foreign:
-        what = command if command == "train" else f"search --method={preset.method}"
+        what = command if command == "train" else f"{command} --method={preset.method}"
         raise ScasError(f"--{foreign[0]} does not apply to `scas {what}`")
     overrides = {name: FLAGS[name].value for name in fields if FLAGS[name].present}
     if command == "train" and FLAGS.arch_file:
@@ -88,9 +95,22 @@ def output_dir(name, config):
     return Path(FLAGS.output_dir or Path("runs") / f"{name}-{config.dataset}-s{config.target_sparsity:g}")
 
 
+def sweep_dir(config):
+    return Path(FLAGS.output_dir or Path("sweeps") / f"{config.method}-{config.dataset}")
+
+
 def load_splits(config, validation_fraction=None):
     return data.load_splits(config.dataset, FLAGS.data_dir, validation_fraction or config.validation_fraction,
                             config.seed, FLAGS.tfds_download)
+
+
+def record_command(folder):
+    """Adds this command line to folder/commands.txt (once), which `scas report` lists."""
+    line = "scas " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+    path = Path(folder) / "commands.txt"
+    previous = path.read_text() if path.exists() else ""
+    if line not in previous.splitlines():
+        write_text_atomic(path, previous + line + "\n")
 
 
 def summary_line(results, what):
@@ -105,29 +125,65 @@ def train_command(config):
     folder = output_dir(name, config)
     strategy = distribute.make_strategy(FLAGS.strategy)
     splits = load_splits(config)
-    results = trainer.train(architectures.model_builder(config, splits.info), splits, config, folder, strategy)
+    with held(folder):
+        record_command(folder)
+        results = trainer.train(architectures.model_builder(config, splits.info), splits, config, folder, strategy)
     print(summary_line(results, f"{name} on {config.dataset} at target sparsity {config.target_sparsity:g}")
           + f"; results in {folder / 'results.json'}")
 
 
+def searcher(config):
+    """run(config, folder): the config's searcher on the flags' data and strategy."""
+    strategy = distribute.make_strategy(FLAGS.strategy)
+    return lambda run_config, folder: SEARCHES[run_config.method](
+        run_config, lambda fraction: load_splits(run_config, fraction), folder, strategy)
+
+
 def search_command(config):
     folder = output_dir(config.method, config)
-    strategy = distribute.make_strategy(FLAGS.strategy)
-    results = SEARCHES[config.method](config, lambda fraction: load_splits(config, fraction), folder, strategy)
+    with held(folder):
+        record_command(folder)
+        results = searcher(config)(config, folder)
     print(f"{config.method} found {results['architecture']}")
     print(summary_line(results["final"], f"trained from scratch at target sparsity {config.target_sparsity:g}")
           + f"; results in {folder / 'results.json'}")
 
 
-COMMANDS = {"train": train_command, "search": search_command}
+def sweep_command(config):
+    if FLAGS["target_sparsity"].present:
+        raise ScasError("`scas sweep` takes --targets, not --target_sparsity")
+    folder = sweep_dir(config)
+    targets = sweep.parse_targets(FLAGS.targets)
+    sweep.claim_sweep(config, folder)
+    record_command(folder)
+    outcome = sweep.run_sweep(config, targets, folder, searcher(config))
+    for target, (status, results) in outcome.items():
+        print(f"target {target:g}: " + (summary_line(results["final"], status) if status != "busy" else results))
+    done = sum(status != "busy" for status, _ in outcome.values())
+    print(f"sweep {folder}: {done} of {len(outcome)} targets finished; tables and figures: "
+          f"scas report {folder} --output={folder / 'report'}")
+
+
+def report_command(folders):
+    if not folders:
+        raise ScasError("`scas report` needs one or more sweep or run folders")
+    output = Path(FLAGS.output or "report")
+    report.write_report([Path(f) for f in folders], output)
+    print(f"report of {len(folders)} folder(s): {output / 'report.md'}")
+
+
+COMMANDS = {"train": train_command, "search": search_command, "sweep": sweep_command}
 
 
 def main(argv):
-    if len(argv) != 2 or argv[1] not in COMMANDS:
-        raise app.UsageError(f"expected one command, one of: {', '.join(COMMANDS)}; got {argv[1:]}")
+    if len(argv) < 2 or argv[1] not in [*COMMANDS, "report"] or (argv[1] != "report" and len(argv) != 2):
+        raise app.UsageError(f"expected one command, one of: {', '.join([*COMMANDS, 'report'])}; got {argv[1:]}")
     logging.getLogger("scas").setLevel(logging.INFO)
     try:
-        COMMANDS[argv[1]](config_from_flags(argv[1]))
+        if argv[1] == "report":
+            report_command(argv[2:])
+        else:
+            COMMANDS[argv[1]](config_from_flags(argv[1]))
     except (ScasError, OSError) as e:  # OSError: e.g. an output_dir that cannot be written
         print(f"scas: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -3,9 +3,12 @@
 Files are written atomically (temporary file, then rename) so that an interrupted run never
 leaves a half-written result; checkpoints are TensorFlow's, whose writer also renames.
 """
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -38,6 +41,71 @@ def read_json(path):
         raise ScasError(f"corrupt run file: {path} ({e})") from None
 
 
+class FolderInUse(ScasError):
+    """Another process holds the folder."""
+
+
+# Lock files this process holds, by folder: kept open (and so locked) until released.
+_HELD = {}
+
+
+@contextlib.contextmanager
+def held(folder):
+    """Holds `folder` (see `hold`) for the duration of a with-block."""
+    already = str(Path(folder).resolve()) in _HELD
+    hold(folder)
+    try:
+        yield
+    finally:
+        if not already:
+            release(folder)
+
+
+def hold(folder):
+    """Makes this process the only one using `folder` until it releases it or exits.
+
+    An exclusive flock on folder/.lock: the kernel drops it when the holder dies, however it
+    dies, so a killed run leaves no stale lock to clean up (flock works across hosts on NFS).
+    Holding a folder twice in one process is a no-op. Raises FolderInUse naming the holder."""
+    folder = Path(folder)
+    key = str(folder.resolve())
+    if key in _HELD:
+        return
+    if folder.exists() and not folder.is_dir():
+        raise ScasError(f"output_dir is not a directory: {folder}")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise FolderInUse(f"{folder} is in use by {holder}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    _HELD[key] = fd
+
+
+def release(folder):
+    """Gives up a folder this process holds (closing the lock file drops the flock)."""
+    fd = _HELD.pop(str(Path(folder).resolve()), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def claim_config(path, config):
+    """Writes `config` to the JSON file `path`, or checks that the one there is the same."""
+    path = Path(path)
+    if path.exists():
+        previous = read_json(path)
+        changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
+        if changed:
+            diffs = ", ".join(f"{k}={previous.get(k)!r} there vs {config.get(k)!r} now" for k in changed)
+            raise ScasError(f"{path.parent} holds a run with another config ({diffs}); use a new --output_dir")
+    else:
+        write_json_atomic(path, config)
+
+
 class RunDir:
     """Paths of one run's outputs; `claim` ties the folder to one configuration."""
 
@@ -53,15 +121,7 @@ class RunDir:
         """Writes config.json, or checks that a folder being resumed was started with the same one."""
         if self.path.exists() and not self.path.is_dir():
             raise ScasError(f"output_dir is not a directory: {self.path}")
-        if self.config.exists():
-            previous = read_json(self.config)
-            changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
-            if changed:
-                diffs = ", ".join(f"{k}={previous.get(k)!r} there vs {config.get(k)!r} now" for k in changed)
-                raise ScasError(f"output_dir {self.path} holds a run with another config ({diffs}); "
-                                "use a new --output_dir")
-        else:
-            write_json_atomic(self.config, config)
+        claim_config(self.config, config)
 
     def save_directory_atomic(self, target, write):
         """Calls write(tmp_dir) and moves the finished directory to `target`."""

@@ -15,7 +15,7 @@ import time
 import tensorflow as tf
 import tf_keras as keras
 
-from scas_tf import accounting, data, pruning
+from scas_tf import accounting, data, distribute, pruning
 from scas_tf.config import TrainConfig  # noqa: F401 (the trainer's config, exported here)
 from scas_tf.models import layers
 from scas_tf.run_dir import RunDir, read_json, write_json_atomic
@@ -248,6 +248,7 @@ class Trainer:
             "train_seconds": seconds,
             "images_per_second": self.step * self.config.batch_size / seconds if seconds else math.nan,
             "num_replicas": self.strategy.num_replicas_in_sync,
+            "machine": distribute.describe_machine(),
             "layers": [dataclasses.asdict(c) for c in cost.layers],
         }
 

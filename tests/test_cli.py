@@ -60,12 +60,18 @@ def test_helpfull_documents_every_flag():
 
 
 def test_killed_run_resumes_and_finishes_with_the_same_step_count(tmp_path):
+    """A second process on the folder is refused while the first holds it; once the first is
+    killed its lock goes with it and a rerun resumes from the last checkpoint."""
     args = ["train", "--preset=tiny", "--target_sparsity=0.5", "--checkpoint_every_steps=10",
             f"--output_dir={tmp_path}"]
     process = subprocess.Popen([*SCAS, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not list((tmp_path / "checkpoints").glob("ckpt-*.index")) and time.time() < deadline:
         time.sleep(0.05)
+    process.send_signal(signal.SIGSTOP)  # still holding its folder
+    second = scas(*args)
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    assert second.stderr.strip().splitlines()[-1].startswith(f"scas: error: {tmp_path} is in use by pid {process.pid} on ")
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (tmp_path / "results.json").exists()

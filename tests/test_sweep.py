@@ -1,0 +1,136 @@
+"""`scas sweep`: a killed sweep resumes without redoing finished targets, processes sharing a
+sweep folder never run one target twice, and a sweep folder keeps its configuration."""
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import nbclient
+import nbformat
+import pytest
+
+from conftest import REPO
+from scas_tf import run_dir, sweep
+from scas_tf.errors import ScasError
+
+SCAS = [sys.executable, "-m", "scas_tf.cli"]
+# The notebook's sweep (experiments/scas_colab.ipynb), so that its test finds this one's work done.
+TINY_SWEEP = ["sweep", "--method=enas_macro", "--preset=tiny", "--targets=0,0.9"]
+
+
+def scas(*args):
+    return subprocess.run([*SCAS, *args], capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def test_targets_parse_and_fail_in_one_line():
+    assert sweep.parse_targets("0.9, 0,0.5,0.5") == (0.0, 0.5, 0.9)
+    with pytest.raises(ScasError, match=r"target sparsity must be in \[0, 1\), got 1"):
+        sweep.parse_targets("0,1")
+    with pytest.raises(ScasError, match="--targets must be comma-separated numbers, got 'a,b'"):
+        sweep.parse_targets("a,b")
+
+
+def test_a_held_folder_is_refused_naming_its_holder(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from scas_tf import run_dir
+        run_dir.hold({str(tmp_path)!r})
+        print("held", flush=True)
+        time.sleep(60)
+        """)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(run_dir.FolderInUse, match=rf"{tmp_path} is in use by pid {holder.pid} on "):
+        run_dir.hold(tmp_path)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with run_dir.held(tmp_path):  # the killed holder's lock is gone with it
+        pass
+
+
+def test_processes_sharing_a_sweep_run_each_target_once(tmp_path):
+    """Two processes sweep the same targets at once; each target's search (a stand-in that
+    takes a second) runs in exactly one of them."""
+    script = textwrap.dedent(f"""
+        import json, os, sys, time
+        from scas_tf import sweep
+        from scas_tf.search.enas import EnasConfig
+
+        def search(config, folder):
+            with open({str(tmp_path / 'ran.log')!r}, "a") as log:
+                log.write(f"{{config.target_sparsity}} {{os.getpid()}}\\n")
+            time.sleep(1.0)
+            results = {{"final": {{"target": config.target_sparsity}}}}
+            (folder / "results.json").write_text(json.dumps(results))
+            return results
+
+        outcome = sweep.run_sweep(EnasConfig(), (0.0, 0.5, 0.9), {str(tmp_path / 'sweep')!r}, search)
+        print(json.dumps({{str(t): status for t, (status, _) in outcome.items()}}))
+        """)
+    processes = [subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    outcomes = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in processes]
+    ran = sorted(line.split()[0] for line in (tmp_path / "ran.log").read_text().splitlines())
+    assert ran == ["0.0", "0.5", "0.9"], outcomes
+    for target in ("0.0", "0.5", "0.9"):
+        assert sorted(o[target] for o in outcomes) in (["busy", "ran"], ["finished", "ran"]), outcomes
+        assert (tmp_path / "sweep" / f"s{float(target):g}" / "results.json").exists()
+
+
+@pytest.fixture(scope="module")
+def killed_sweep(tmp_path_factory):
+    """The notebook's tiny sweep, killed once its second target has started, then re-run:
+    (folder, its arguments, the re-run's result, the first target's results.json mtime)."""
+    folder = tmp_path_factory.mktemp("sweeps") / "tiny"
+    args = [*TINY_SWEEP, f"--output_dir={folder}"]
+    process = subprocess.Popen([*SCAS, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 400
+    while not (folder / "s0.9" / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the sweep ended before it could be killed"
+    assert not (folder / "s0.9" / "results.json").exists()
+    finished = (folder / "s0" / "results.json").stat().st_mtime_ns
+    return folder, args, scas(*args), finished
+
+
+def test_killed_sweep_resumes_without_redoing_finished_targets(killed_sweep):
+    folder, args, resumed, finished = killed_sweep
+    assert resumed.returncode == 0, resumed.stderr
+    lines = resumed.stdout.strip().splitlines()
+    assert lines[0].startswith("target 0: finished: test accuracy")
+    assert lines[1].startswith("target 0.9: ran: test accuracy")
+    assert lines[-1].startswith(f"sweep {folder}: 2 of 2 targets finished")
+    assert (folder / "s0" / "results.json").stat().st_mtime_ns == finished
+    results = json.loads((folder / "s0.9" / "results.json").read_text())
+    assert results["final"]["config"]["target_sparsity"] == 0.9
+    assert "scas " + " ".join(args) in (folder / "commands.txt").read_text()
+
+
+def test_sweep_folder_keeps_its_config(killed_sweep):
+    folder, args, _, _ = killed_sweep
+    other = scas(*args, "--seed=1")
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert other.stderr.strip().splitlines()[-1].startswith(
+        f"scas: error: {folder} holds a run with another config (seed=0 there vs 1 now)")
+    target = scas(*args, "--target_sparsity=0.5")
+    assert target.stderr.strip().splitlines()[-1] == "scas: error: `scas sweep` takes --targets, not --target_sparsity"
+
+
+def test_notebook_runs_headless(killed_sweep, tmp_path, monkeypatch):
+    """experiments/scas_colab.ipynb, its install cell skipped, on the CPU; its sweep is the
+    fixture's, so it finds both targets finished and goes on to TensorBoard and the report."""
+    folder, _, _, _ = killed_sweep
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the package as CI installs it, were it not installed
+    notebook = nbformat.read(REPO / "experiments" / "scas_colab.ipynb", as_version=4)
+    notebook.cells = [c for c in notebook.cells if "install" not in c.metadata.get("tags", [])]
+    env_cell = nbformat.v4.new_code_cell(f"import os; os.environ['SCAS_NOTEBOOK_SWEEP'] = {str(folder)!r}")
+    notebook.cells.insert(0, env_cell)
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = "\n".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
+    assert "target 0: finished" in outputs and "target 0.9: finished" in outputs
+    assert (folder / "report" / "figure4_mnist_mini.png").exists()
+    images = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 2
