@@ -62,15 +62,17 @@ def load_run(folder):
 
 
 def find_runs(folders):
-    """Every finished run in or under `folders` (a run's own subfolders, e.g. its final training, aside)."""
+    """Every finished run in or under `folders`. A run's own subfolders (a search's final
+    training) are not runs of their own, nor is anything inside an unfinished run."""
     runs = []
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
             raise ScasError(f"not a folder: {folder}")
-        found = [load_run(folder)] if (folder / "results.json").exists() else find_runs(
-            sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")))
-        runs.extend(found)
+        if (folder / "results.json").exists():
+            runs.append(load_run(folder))
+        elif not (folder / "config.json").exists():
+            runs.extend(find_runs(sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))))
     return runs
 
 

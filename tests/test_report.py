@@ -50,10 +50,14 @@ def test_table1_takes_the_sparsest_run_within_one_point(tmp_path):
 
 
 def test_table1_without_a_sparse_run_within_one_point_or_with_one_run(tmp_path):
+    """Also: a search still running (config, no results) is not a run, nor its finished final training."""
     write_run(tmp_path / "a" / "s0", 0.0, 0.99, method="darts")
     write_run(tmp_path / "a" / "s0.5", 0.5, 0.979, method="darts")  # 1.1 points below
     write_run(tmp_path / "b" / "s0", 0.0, 0.99, method="smash")
     write_run(tmp_path / "c" / "s0.9", 0.9, 0.99, method="enas_micro")
+    unfinished = tmp_path / "c" / "s0.5"
+    write_run(unfinished / "final", 0.5, 0.99, method="enas_micro:0 1", search=False)
+    (unfinished / "config.json").write_text(json.dumps({"dataset": "mnist", "target_sparsity": 0.5}))
     rows, without = report.table1(report.find_runs([tmp_path]))
     rows = rows_by_method(rows)
     assert rows["darts"].chosen is rows["darts"].baseline and rows["darts"].note == "no sparse run within 1 point"
