@@ -132,7 +132,7 @@ def train_command(config):
           + f"; results in {folder / 'results.json'}")
 
 
-def searcher(config):
+def searcher():
     """run(config, folder): the config's searcher on the flags' data and strategy."""
     strategy = distribute.make_strategy(FLAGS.strategy)
     return lambda run_config, folder: SEARCHES[run_config.method](
@@ -143,7 +143,7 @@ def search_command(config):
     folder = output_dir(config.method, config)
     with held(folder):
         record_command(folder)
-        results = searcher(config)(config, folder)
+        results = searcher()(config, folder)
     print(f"{config.method} found {results['architecture']}")
     print(summary_line(results["final"], f"trained from scratch at target sparsity {config.target_sparsity:g}")
           + f"; results in {folder / 'results.json'}")
@@ -156,7 +156,7 @@ def sweep_command(config):
     targets = sweep.parse_targets(FLAGS.targets)
     sweep.claim_sweep(config, folder)
     record_command(folder)
-    outcome = sweep.run_sweep(config, targets, folder, searcher(config))
+    outcome = sweep.run_sweep(config, targets, folder, searcher())
     for target, (status, results) in outcome.items():
         print(f"target {target:g}: " + (summary_line(results["final"], status) if status != "busy" else results))
     done = sum(status != "busy" for status, _ in outcome.values())
