@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from scas_tf import paper
 from scas_tf.errors import ScasError
-from scas_tf.run_dir import read_json, write_text_atomic
+from scas_tf.run_dir import read_json, write_bytes_atomic, write_text_atomic
 
 MAX_DROP = 0.01  # the paper's "<1% drop": test accuracy below the 0% run's by less than 1 point
 METHOD_ORDER = ("enas_macro", "enas_micro", "darts", "smash")
@@ -214,13 +214,10 @@ def series_label(key, labels):
 
 
 def save(figure, stem):
-    for suffix in (".png", ".svg"):
+    for kind in ("png", "svg"):
         buffer = io.BytesIO()
-        figure.savefig(buffer, format=suffix[1:], dpi=120, bbox_inches="tight")
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        tmp = stem.with_name(f".{stem.name}{suffix}")
-        tmp.write_bytes(buffer.getvalue())
-        tmp.replace(stem.with_suffix(suffix))
+        figure.savefig(buffer, format=kind, dpi=120, bbox_inches="tight")
+        write_bytes_atomic(stem.with_suffix(f".{kind}"), buffer.getvalue())
 
 
 def plot_figure4(runs, dataset, stem):
@@ -258,7 +255,7 @@ def plot_pareto(runs, dataset, stem):
     non-dominated ones ringed and joined."""
     plt = pyplot()
     members = [r for r in runs if r.dataset == dataset]
-    groups = {k: v for k, v in series_of(members).items()}
+    groups = series_of(members)
     figure, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     for (field, what), ax in zip(SIZES, axes):
         for key, series in groups.items():
@@ -287,7 +284,7 @@ def plot_pareto(runs, dataset, stem):
 def runs_markdown(runs):
     lines = ["| Run | Dataset | Method | Target | Test acc. | Params | Non-zero | MACs dense | MACs sparse "
              "| Search s | Final s | Machine |", "|" + "---|" * 12]
-    for (_, _, _), members in series_of(runs).items():
+    for members in series_of(runs).values():
         for r in members:
             lines.append(f"| {r.folder} | {r.dataset} | {r.method} | {r.target:g} | {100 * r.test_accuracy:.2f}% "
                          f"| {r.params:,} | {r.nonzero_params:,} | {r.dense_macs:,} | {r.sparse_macs:,} "

@@ -16,12 +16,16 @@ from scas_tf.errors import ScasError
 
 
 def write_text_atomic(path, text):
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path, data):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
