@@ -22,5 +22,5 @@ setup(
         "report": ["matplotlib>=3.5"],  # scas report's figures
         "test": ["pytest>=7", "matplotlib>=3.5", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6"],
     },
-    entry_points={"console_scripts": ["scas=scas_tf.cli:run"]},
+    entry_points={"console_scripts": ["scas=scas_tf.console:main"]},
 )

@@ -12,7 +12,6 @@ Flags left out take their value from --preset; every field of TrainConfig, EnasC
 is a flag. Errors in the user's input are reported as one line (`scas: error: ...`), exit status 2.
 """
 import dataclasses
-import logging
 import shlex
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 from absl import app, flags
 
 import scas_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from scas_tf import architectures, configs, data, distribute, report, sweep, trainer
+from scas_tf import architectures, configs, console, data, distribute, report, sweep, trainer
 from scas_tf.errors import ScasError
 from scas_tf.run_dir import held, write_text_atomic
 from scas_tf.search import darts, enas, smash
@@ -57,6 +56,8 @@ flags.DEFINE_string("output_dir", None, "Run folder; re-running with the same fo
                     "Default: runs/<arch or method>-<dataset>-s<target_sparsity>.")
 flags.DEFINE_string("data_dir", None, "Folder with the datasets' original files (MNIST idx, CIFAR "
                     "python pickles); default $SCAS_DATA_DIR. tensorflow_datasets is tried next.")
+flags.DEFINE_bool("allow_partial_data", False, "Use a --data_dir copy that lacks part of the official "
+                  "dataset (e.g. CIFAR-10 training batches); the run records its data as partial.")
 flags.DEFINE_bool("tfds_download", False, "Let tensorflow_datasets download a dataset it lacks.")
 flags.DEFINE_string("targets", "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
                     "sweep: comma-separated target sparsities, one search each (the paper's ten by default).")
@@ -101,7 +102,7 @@ def sweep_dir(config):
 
 def load_splits(config, validation_fraction=None):
     return data.load_splits(config.dataset, FLAGS.data_dir, validation_fraction or config.validation_fraction,
-                            config.seed, FLAGS.tfds_download)
+                            config.seed, FLAGS.tfds_download, allow_partial_data=FLAGS.allow_partial_data)
 
 
 def record_command(folder):
@@ -116,7 +117,16 @@ def record_command(folder):
 def summary_line(results, what):
     return (f"{what}: test accuracy {results['test_accuracy']:.4f}, params {results['params']:,} "
             f"({results['nonzero_params']:,} non-zero), MACs {results['dense_macs']:,} dense / "
-            f"{results['sparse_macs']:,} sparse")
+            f"{results['sparse_macs']:,} sparse{chance_note(results)}")
+
+
+def chance_note(results):
+    """A warning for a network that classifies no better than guessing (which trains without
+    a non-finite loss, e.g. at a learning rate just short of diverging)."""
+    classes = data.dataset_info(results["config"]["dataset"]).num_classes
+    if results["test_accuracy"] >= 1.5 / classes:
+        return ""
+    return f" -- at chance level (1/{classes}): the network did not learn; try a lower --learning_rate"
 
 
 def train_command(config):
@@ -145,6 +155,8 @@ def search_command(config):
         record_command(folder)
         results = searcher()(config, folder)
     print(f"{config.method} found {results['architecture']}")
+    print(f"next: tensorboard --logdir={folder}; {folder} holds architecture.txt, results.json and "
+          f"{results['final_dir']}/saved_model")
     print(summary_line(results["final"], f"trained from scratch at target sparsity {config.target_sparsity:g}")
           + f"; results in {folder / 'results.json'}")
 
@@ -178,7 +190,7 @@ COMMANDS = {"train": train_command, "search": search_command, "sweep": sweep_com
 def main(argv):
     if len(argv) < 2 or argv[1] not in [*COMMANDS, "report"] or (argv[1] != "report" and len(argv) != 2):
         raise app.UsageError(f"expected one command, one of: {', '.join([*COMMANDS, 'report'])}; got {argv[1:]}")
-    logging.getLogger("scas").setLevel(logging.INFO)
+    console.quiet_libraries(FLAGS.verbosity >= 1)
     try:
         if argv[1] == "report":
             report_command(argv[2:])

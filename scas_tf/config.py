@@ -45,7 +45,9 @@ class RunConfig:
     pruning_end: float = option(0.6, "Fraction of the run by which target_sparsity is reached.")
     pruning_frequency: int = option(0, "Steps between mask updates; 0 means about 50 updates in all.")
     seed: int = option(0, "Seed of initialisation, validation split, order and augmentation.")
-    log_every_steps: int = option(50, "Steps between log lines and TensorBoard points.")
+    log_every_steps: int = option(50, "Steps between TensorBoard points (and log lines at --verbosity=1).")
+    checkpoint_every_steps: int = option(500, "Steps between checkpoints inside an epoch (one is always "
+                                         "taken at an epoch's end); 0 = at epochs' ends only.")
 
     def __post_init__(self):
         require_positive(self, ("epochs", "batch_size", "log_every_steps"))
@@ -57,8 +59,8 @@ class RunConfig:
             raise ScasError("learning rates must be positive")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ScasError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        if self.pruning_frequency < 0:
-            raise ScasError(f"pruning_frequency must not be negative, got {self.pruning_frequency}")
+        if min(self.pruning_frequency, self.checkpoint_every_steps) < 0:
+            raise ScasError("pruning_frequency and checkpoint_every_steps must not be negative")
         data.dataset_info(self.dataset)
 
     def pruning_config(self, total_steps):
@@ -92,14 +94,13 @@ class TrainConfig(RunConfig):
     drop_path: float = option(0.0, "Drop-path rate of a searched network at the end of training "
                               "(rising linearly from 0; ENAS scales it by depth).")
     cutout: int = option(0, "Cutout square side in pixels; 0 disables cutout.")
-    checkpoint_every_steps: int = option(0, "Steps between checkpoints; 0 means at the end of every epoch.")
 
     def __post_init__(self):
         super().__post_init__()
         require_fraction(self, ("label_smoothing", "drop_path"))
-        if min(self.filters, self.num_layers, self.checkpoint_every_steps, self.weight_decay,
+        if min(self.filters, self.num_layers, self.weight_decay,
                self.warmup_epochs, self.auxiliary_weight, self.cutout) < 0:
-            raise ScasError("filters, num_layers, checkpoint_every_steps, weight_decay, warmup_epochs, "
+            raise ScasError("filters, num_layers, weight_decay, warmup_epochs, "
                             "auxiliary_weight and cutout must not be negative")
         if self.dropout is not None:
             require_fraction(self, ("dropout",))
@@ -150,5 +151,5 @@ class SearchConfig(RunConfig):
             validation_fraction=self.final_validation_fraction, target_sparsity=self.target_sparsity,
             pruning_begin=self.pruning_begin, pruning_end=self.pruning_end,
             pruning_frequency=self.pruning_frequency, seed=self.seed, log_every_steps=self.log_every_steps,
-            auxiliary_weight=self.final_auxiliary_weight, drop_path=self.final_drop_path,
+            checkpoint_every_steps=self.checkpoint_every_steps, auxiliary_weight=self.final_auxiliary_weight, drop_path=self.final_drop_path,
             cutout=self.final_cutout, **self.final_training())

@@ -72,13 +72,21 @@ ENAS_TINY = dict(dataset="mnist_mini", num_layers=3, filters=4, epochs=1, batch_
                  validation_fraction=0.2, final_validation_fraction=0.2, log_every_steps=20)
 ENAS_TINY_MICRO = dict(num_layers=1, final_num_layers=1, final_drop_path=0.2, final_cutout=4)
 
+# The README's first command: a real SCAS search at 90% sparsity on the embedded mnist_mini,
+# search + final training in a few minutes on 2 CPU cores (see the README for its figures).
+ENAS_QUICK = dict(dataset="mnist_mini", target_sparsity=0.9, num_layers=4, filters=12, epochs=4, batch_size=64,
+                  lr_restart_epochs=0, learning_rate=0.05, min_learning_rate=1e-3, controller_steps=10,
+                  controller_batch=5, num_candidates=20, candidate_batches=2, final_epochs=6, final_filters=24,
+                  final_batch_size=64, final_learning_rate=0.05, pruning_begin=0.2, pruning_end=0.7,
+                  log_every_steps=20)
+
 
 def enas_preset(method, preset):
-    """The EnasConfig of a preset (paper, cpu or tiny) for enas_macro or enas_micro."""
+    """The EnasConfig of a preset (paper, cpu, quick (macro only) or tiny) for enas_macro or enas_micro."""
     paper = ENAS_PAPER[method]
     if preset == "paper":
         return paper
-    overrides = {"cpu": ENAS_CPU, "tiny": ENAS_TINY}[preset]
+    overrides = {"cpu": ENAS_CPU, "quick": ENAS_QUICK, "tiny": ENAS_TINY}[preset]
     if method == "enas_micro":
         overrides = {**overrides, **{"cpu": ENAS_CPU_MICRO, "tiny": ENAS_TINY_MICRO}[preset]}
     return dataclasses.replace(paper, **overrides)
@@ -124,16 +132,19 @@ SMASH_TINY = dict(dataset="mnist_mini", depth=4, width=2, N=4, N_max=16, max_gro
                   score_batch_size=32, final_epochs=1, final_batch_size=32, validation_fraction=0.2,
                   final_validation_fraction=0.2, log_every_steps=20)
 
-SEARCH_PRESETS = ("paper", "cpu", "tiny")
+SEARCH_PRESETS = ("paper", "cpu", "quick", "tiny")
+QUICK_METHOD = "enas_macro"
 SEARCH_METHODS = (*ENAS_METHODS, "darts", "smash")
 
 
 def search_preset(method, preset):
-    """The config of a search preset (paper, cpu or tiny) for a search method."""
+    """The config of a search preset (paper, cpu, quick or tiny) for a search method."""
     if method not in SEARCH_METHODS:
         raise ScasError(f"unknown method {method!r}; choose one of {', '.join(SEARCH_METHODS)}")
     if preset not in SEARCH_PRESETS:
         raise ScasError(f"unknown search preset {preset!r}; choose one of {', '.join(SEARCH_PRESETS)}")
+    if preset == "quick" and method != QUICK_METHOD:
+        raise ScasError(f"the quick preset is for --method={QUICK_METHOD}; use --preset=tiny or cpu for {method}")
     if method in ENAS_METHODS:
         return enas_preset(method, preset)
     paper, cpu, tiny = (DARTS_PAPER, DARTS_CPU, DARTS_TINY) if method == "darts" else (SMASH_PAPER, SMASH_CPU, SMASH_TINY)

@@ -6,6 +6,7 @@ leaves a half-written result; checkpoints are TensorFlow's, whose writer also re
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 import socket
@@ -13,6 +14,8 @@ import tempfile
 from pathlib import Path
 
 from scas_tf.errors import ScasError
+
+log = logging.getLogger("scas")
 
 
 def write_text_atomic(path, text):
@@ -97,16 +100,35 @@ def release(folder):
         os.close(fd)
 
 
+# Left by a run stopped by a non-finite loss or weight (see resumable.Resumable.guard).
+DIVERGED_FILE = "diverged.json"
+
+# Fields a rerun may change without changing the run's result: how often it logs and checkpoints.
+UNOBSERVABLE_FIELDS = ("log_every_steps", "checkpoint_every_steps")
+
+
+def divergence_remedy(field):
+    """Whether `field` may change when a run that diverged is resumed: a learning rate or clip."""
+    return field.endswith("learning_rate") or "clip" in field
+
+
 def claim_config(path, config):
-    """Writes `config` to the JSON file `path`, or checks that the one there is the same."""
+    """Writes `config` to the JSON file `path`, or checks that the one there is the same. A
+    rerun may change the fields in UNOBSERVABLE_FIELDS, and, where a run under the folder
+    diverged (left a diverged.json), its learning rates and clipping; config.json follows."""
     path = Path(path)
-    if path.exists():
-        previous = read_json(path)
-        changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
-        if changed:
-            diffs = ", ".join(f"{k}={previous.get(k)!r} there vs {config.get(k)!r} now" for k in changed)
-            raise ScasError(f"{path.parent} holds a run with another config ({diffs}); use a new --output_dir")
-    else:
+    if not path.exists():
+        write_json_atomic(path, config)
+        return
+    previous = read_json(path)
+    changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
+    diverged = any(path.parent.rglob(DIVERGED_FILE))
+    refused = [k for k in changed if k not in UNOBSERVABLE_FIELDS and not (diverged and divergence_remedy(k))]
+    if refused:
+        diffs = ", ".join(f"{k}={previous.get(k)!r} there vs {config.get(k)!r} now" for k in refused)
+        raise ScasError(f"{path.parent} holds a run with another config ({diffs}); use a new --output_dir")
+    if changed:
+        log.info("%s: %s", path.parent, ", ".join(f"{k} {previous.get(k)!r} -> {config.get(k)!r}" for k in changed))
         write_json_atomic(path, config)
 
 
@@ -126,6 +148,13 @@ class RunDir:
         if self.path.exists() and not self.path.is_dir():
             raise ScasError(f"output_dir is not a directory: {self.path}")
         claim_config(self.config, config)
+
+    def finished_results(self):
+        """The results of a run that finished in this folder, or None."""
+        if not self.results.exists():
+            return None
+        log.info("%s is finished; its results are in %s", self.path, self.results)
+        return read_json(self.results)
 
     def save_directory_atomic(self, target, write):
         """Calls write(tmp_dir) and moves the finished directory to `target`."""

@@ -18,6 +18,7 @@ import tf_keras as keras
 from scas_tf import accounting, data, distribute, pruning
 from scas_tf.config import TrainConfig  # noqa: F401 (the trainer's config, exported here)
 from scas_tf.models import layers
+from scas_tf.resumable import Diverged, Resumable
 from scas_tf.run_dir import RunDir, read_json, write_json_atomic
 
 log = logging.getLogger("scas")
@@ -130,9 +131,10 @@ class Trainer:
             self.eval_loss = keras.metrics.SparseCategoricalCrossentropy(from_logits=True)
             self.eval_accuracy = keras.metrics.SparseCategoricalAccuracy()
             self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
-                                              train_seconds=self.train_seconds)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.run.checkpoints), max_to_keep=2)
+            random = layers.random_generators(self.model)
+        self.loop = Resumable(self.run, config, self.total_steps, self.steps_per_epoch, "train_seconds",
+                              model=self.model, optimizer=self.optimizer, train_seconds=self.train_seconds,
+                              random=random)
 
     @property
     def step(self):
@@ -169,66 +171,48 @@ class Trainer:
             self.eval_step(batch)
         return float(self.eval_loss.result()), float(self.eval_accuracy.result())
 
-    def restore(self):
-        if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-            log.info("resuming %s at step %d of %d", self.run.path, self.step, self.total_steps)
-
     def fit(self):
         """Trains to the last step, resuming from the latest checkpoint."""
-        self.restore()
-        writer = tf.summary.create_file_writer(str(self.run.tensorboard))
-        with writer.as_default():
-            while self.step < self.total_steps:
-                epoch, start_batch = divmod(self.step, self.steps_per_epoch)
-                self.train_epoch(epoch, start_batch)
-                self.log_epoch_end()
-        writer.close()
+        self.loop.run_epochs(lambda: self.step, self.train_epoch)
 
-    def train_epoch(self, epoch, start_batch):
+    def train_epoch(self, epoch):
+        start_batch = self.step - epoch * self.steps_per_epoch
         dataset = data.train_dataset(self.splits.train, self.splits.info, self.config.batch_size,
                                      self.config.seed, epoch, start_batch, cutout_size=self.config.cutout)
         # The reference's schedule: drop-path rate drop_path * epoch / epochs.
         layers.set_drop_path_rate(self.model, self.config.drop_path * epoch / self.config.epochs)
         iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
-        epoch_end = (epoch + 1) * self.steps_per_epoch
-        while self.step < epoch_end:
-            num_steps = min(self.config.log_every_steps, epoch_end - self.step, self.steps_to_checkpoint())
+        while self.step < (epoch + 1) * self.steps_per_epoch:
             self.train_loss.reset_state()
             self.train_accuracy.reset_state()
-            started = time.perf_counter()
-            self.train_steps(iterator, tf.constant(num_steps))
-            self.train_seconds.assign_add(time.perf_counter() - started)
+            self.train_steps(iterator, tf.constant(self.loop.next_chunk(self.step)))
             self.log_train_chunk()
-            every = self.config.checkpoint_every_steps
-            if self.step == epoch_end or (every and self.step % every == 0):
-                self.manager.save(checkpoint_number=self.step)
-
-    def steps_to_checkpoint(self):
-        """Steps until the next periodic checkpoint (epoch-end checkpoints are always taken)."""
-        every = self.config.checkpoint_every_steps
-        return every - self.step % every if every else self.total_steps
+            self.loop.after_chunk(self.step, self.train_loss.result(), self.model.trainable_variables)
+        self.end_epoch()
 
     def log_train_chunk(self):
         step = self.step
-        report = self.pruner.report()
         tf.summary.scalar("train/loss", self.train_loss.result(), step)
         tf.summary.scalar("train/accuracy", self.train_accuracy.result(), step)
         tf.summary.scalar("train/learning_rate", self.optimizer.learning_rate, step)
         tf.summary.scalar("sparsity/scheduled", self.pruner.sparsity_at(step), step)
-        tf.summary.scalar("sparsity/achieved", pruning.overall_sparsity(report), step)
-        log.info("step %d/%d loss %.4f accuracy %.4f sparsity %.3f", step, self.total_steps,
-                 self.train_loss.result(), self.train_accuracy.result(), pruning.overall_sparsity(report))
+        tf.summary.scalar("sparsity/achieved", self.sparsity(), step)
+        log.debug("step %d/%d loss %.4f accuracy %.4f sparsity %.3f", step, self.total_steps,
+                  self.train_loss.result(), self.train_accuracy.result(), self.sparsity())
 
-    def log_epoch_end(self):
+    def sparsity(self):
+        return pruning.overall_sparsity(self.pruner.report())
+
+    def end_epoch(self):
         step = self.step
         val_loss, val_accuracy = self.evaluate(self.splits.validation)
         tf.summary.scalar("validation/loss", val_loss, step)
         tf.summary.scalar("validation/accuracy", val_accuracy, step)
         for weight in self.pruner.report():
             tf.summary.scalar(f"sparsity/layer/{weight.name}", weight.sparsity, step)
-        log.info("epoch %d: validation loss %.4f accuracy %.4f", step // self.steps_per_epoch,
-                 val_loss, val_accuracy)
+        self.loop.end_epoch(step, val_loss, self.model.trainable_variables, (
+            f"loss {self.train_loss.result():.4f} accuracy {self.train_accuracy.result():.4f} sparsity "
+            f"{self.sparsity():.3f}, validation loss {val_loss:.4f} accuracy {val_accuracy:.4f}"))
 
     def results(self):
         val_loss, val_accuracy = self.evaluate(self.splits.validation)
@@ -264,13 +248,14 @@ def train(model_fn, splits, config, run_dir, strategy=None):
     after the export: a run with results is finished, and a rerun returns them)."""
     run = RunDir(run_dir)
     run.claim(dataclasses.asdict(config))
-    if run.results.exists():
-        log.info("%s is finished; its results are in %s", run.path, run.results)
-        return read_json(run.results)
+    if (finished := run.finished_results()) is not None:
+        return finished
     trainer = Trainer(model_fn, splits, config, run_dir, strategy)
     started = time.perf_counter()
     trainer.fit()
     results = trainer.results()
+    if not all(math.isfinite(results[k]) for k in ("validation_loss", "test_loss")):
+        raise Diverged(f"{run.path}: the trained network's evaluation loss is not finite; no results written")
     trainer.export()
     results["wall_seconds_this_invocation"] = time.perf_counter() - started
     write_json_atomic(run.results, results)

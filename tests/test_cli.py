@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO
 
-SCAS = [sys.executable, "-m", "scas_tf.cli"]
+SCAS = [sys.executable, "-m", "scas_tf"]
 
 
 def scas(*args, **kwargs):

@@ -52,8 +52,9 @@ def test_full_mnist_from_shared_folder_passes_checksums(shared_data):
 
 
 def test_cifar10_copy_found_one_level_down(shared_data):
-    arrays = sources.load_arrays("cifar10", data_dir=shared_data)
-    assert arrays.source.endswith("cifar-10-batches-py")
+    arrays = sources.load_arrays("cifar10", data_dir=shared_data, allow_partial_data=True)  # data_batch_1 only
+    assert arrays.source.endswith("cifar-10-batches-py (partial: lacks data_batch_2, data_batch_3, data_batch_4, "
+                                  "data_batch_5 (10,000 of 50,000 training images))")
     assert arrays.train_images.shape == (10000, 32, 32, 3) and arrays.test_images.shape == (10000, 32, 32, 3)
     assert np.bincount(arrays.test_labels).tolist() == [1000] * 10
 
@@ -150,7 +151,7 @@ def test_training_batches_resume_mid_epoch_exactly():
 
 
 def test_normalisation_and_cifar_augmentation(shared_data):
-    splits = data.load_splits("cifar10", data_dir=shared_data, validation_fraction=0.1)
+    splits = data.load_splits("cifar10", data_dir=shared_data, validation_fraction=0.1, allow_partial_data=True)
     x, y = next(data.train_dataset(splits.train, splits.info, 256, seed=0, epoch=0).as_numpy_iterator())
     assert x.shape == (256, 32, 32, 3) and x.dtype == np.float32
     assert abs(x.mean()) < 0.3 and 0.7 < x.std() < 1.3  # roughly standardised

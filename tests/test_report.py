@@ -11,7 +11,7 @@ from conftest import REPO
 from scas_tf import report
 from scas_tf.errors import ScasError
 
-SCAS = [sys.executable, "-m", "scas_tf.cli"]
+SCAS = [sys.executable, "-m", "scas_tf"]
 
 
 def write_run(folder, target, accuracy, params=1_000_000, nonzero=None, dense_macs=50_000_000, sparse_macs=None,

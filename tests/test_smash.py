@@ -2,6 +2,7 @@
 network against the fixed one, and a tiny search through the CLI that resumes mid-scoring."""
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from unittest import mock
@@ -17,7 +18,7 @@ from scas_tf.models import smash as models
 from scas_tf.search import smash as search_lib
 from scas_tf.spaces import smash as space_lib
 
-SCAS = [sys.executable, "-m", "scas_tf.cli"]
+SCAS = [sys.executable, "-m", "scas_tf"]
 TINY = configs.search_preset("smash", "tiny")
 TINY_SPACE = TINY.space()
 INFO = data.dataset_info("mnist_mini")
@@ -295,7 +296,8 @@ def test_tiny_search_through_the_cli_resumes_mid_scoring(tmp_path, monkeypatch):
                                       ("output_dir", folder))]
     run = subprocess.run([*SCAS, "search", *args], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "resuming search" in run.stderr and "search step" not in run.stderr  # no more training
+    done, total_steps = re.search(r"resuming \S+ at step (\d+) of (\d+)", run.stderr).groups()
+    assert done == total_steps  # no more training
     candidates = json.loads((folder / "candidates.json").read_text())
     total = config.num_random + config.num_perturbed + config.num_markov
     assert sorted(c["index"] for c in candidates) == list(range(total))

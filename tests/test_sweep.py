@@ -15,7 +15,7 @@ from conftest import REPO
 from scas_tf import run_dir, sweep
 from scas_tf.errors import ScasError
 
-SCAS = [sys.executable, "-m", "scas_tf.cli"]
+SCAS = [sys.executable, "-m", "scas_tf"]
 # The notebook's sweep (experiments/scas_colab.ipynb), so that its test finds this one's work done.
 TINY_SWEEP = ["sweep", "--method=enas_macro", "--preset=tiny", "--targets=0,0.9"]
 

@@ -39,11 +39,13 @@ class Splits:
     source: str
 
 
-def load_splits(name, data_dir=None, validation_fraction=0.1, seed=0, tfds_download=False):
-    """Loads a dataset and carves a seeded validation split out of its training set."""
+def load_splits(name, data_dir=None, validation_fraction=0.1, seed=0, tfds_download=False, *,
+                allow_partial_data=False):
+    """Loads a dataset and carves a seeded validation split out of its training set.
+    allow_partial_data: accept a local copy smaller than the official dataset (warned about)."""
     if not 0.0 < validation_fraction < 1.0:
         raise ScasError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
-    arrays = sources.load_arrays(name, data_dir, tfds_download)
+    arrays = sources.load_arrays(name, data_dir, tfds_download, allow_partial_data=allow_partial_data)
     order = np.random.default_rng(seed).permutation(len(arrays.train_labels))
     num_validation = max(1, int(round(validation_fraction * len(order))))
     val_idx, train_idx = np.sort(order[:num_validation]), np.sort(order[num_validation:])

@@ -81,18 +81,24 @@ def read_mnist_split(folder, prefix, full_size=None):
     labels = parse_idx(labels_raw, labels_path, IDX_LABELS_MAGIC).astype(np.int64)
     if images.ndim != 3 or images.shape[1:] != (28, 28):
         raise ScasError(f"corrupt data file: {images_path} (shape {images.shape}, expected N x 28 x 28)")
-    check_labels(labels, 10, labels_path, len(images))
+    check_labels(labels, 10, len(images), f"corrupt data file: {labels_path}")
     if len(images) == full_size:
         check_content_md5(images_raw, images_path, MNIST_CONTENT_MD5[f"{prefix}-images-idx3-ubyte"])
         check_content_md5(labels_raw, labels_path, MNIST_CONTENT_MD5[f"{prefix}-labels-idx1-ubyte"])
     return images[..., None], labels
 
 
-def check_labels(labels, num_classes, path, num_images):
+def check_labels(labels, num_classes, num_images, where):
+    """Checks that labels are one class index per image; `where` (a file or a source) starts
+    the error, so that one check serves the readers and `sources.check_arrays`."""
     if labels.ndim != 1 or len(labels) != num_images:
-        raise ScasError(f"corrupt data file: {path} ({labels.shape} labels for {num_images} images)")
-    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ScasError(f"corrupt data file: {path} (labels outside 0..{num_classes - 1})")
+        raise ScasError(f"{where} ({labels.shape} labels for {num_images} images)")
+    if labels.dtype.kind not in "iu":
+        raise ScasError(f"{where} (labels of dtype {labels.dtype}, expected integers)")
+    outside = (labels < 0) | (labels >= num_classes)
+    if outside.any():
+        index = int(np.argmax(outside))
+        raise ScasError(f"{where} (labels outside 0..{num_classes - 1}): label {labels[index]} at index {index}")
 
 
 def read_cifar_batch(path, label_key, num_classes):
@@ -109,5 +115,5 @@ def read_cifar_batch(path, label_key, num_classes):
         raise ScasError(f"corrupt data file: {path} ({type(e).__name__}: {e})") from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise ScasError(f"corrupt data file: {path} (data shape {data.shape}, expected N x 3072)")
-    check_labels(labels, num_classes, path, len(data))
+    check_labels(labels, num_classes, len(data), f"corrupt data file: {path}")
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels

@@ -89,7 +89,7 @@ def classifier(x, num_classes, dropout=0.0, name="classifier"):
     """Global average pooling, optional dropout and a prunable dense layer to logits."""
     x = keras.layers.GlobalAveragePooling2D()(x)
     if dropout:
-        x = keras.layers.Dropout(dropout)(x)
+        x = keras.layers.Dropout(dropout, force_generator=True)(x)
     return pruning.prunable(keras.layers.Dense(num_classes, name=name))(x)
 
 
@@ -133,14 +133,15 @@ def stacked_he_normal(kernel_shape, count):
     return init
 
 
-class DropPath(keras.layers.Layer):
+class DropPath(keras.__internal__.layers.BaseRandomLayer):
     """Drops a whole op output per example with probability `depth_scale * rate` while training
     (scaling the kept ones by the inverse keep probability). `rate` is a variable the trainer
     raises over the run; `depth_scale` lets deeper cells drop more (ENAS: (layer + 1) /
-    layers; DARTS: 1 everywhere)."""
+    layers; DARTS: 1 everywhere). Its random state is a tf.random.Generator the checkpoint holds
+    (as the classifier's dropout's), so that a resumed run draws what an uninterrupted one would."""
 
     def __init__(self, depth_scale=1.0, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(force_generator=True, **kwargs)
         self.depth_scale = depth_scale
 
     def build(self, input_shape):
@@ -151,12 +152,24 @@ class DropPath(keras.layers.Layer):
         if not training:
             return x
         keep = 1.0 - self.depth_scale * self.rate
-        mask = tf.floor(keep + tf.random.uniform([tf.shape(x)[0], 1, 1, 1], dtype=x.dtype))
+        mask = tf.floor(keep + self._random_generator.random_uniform([tf.shape(x)[0], 1, 1, 1], dtype=x.dtype))
         return x / keep * mask
 
 
     def get_config(self):
         return {**super().get_config(), "depth_scale": self.depth_scale}
+
+
+def random_generators(model):
+    """The tf.random.Generator of every random layer (dropout, drop-path) in `model`. Keras
+    leaves them out of checkpoints; a run's checkpoint holds them, so that a resumed run
+    drops what an uninterrupted one would."""
+    generators = []
+    for layer in model.submodules:
+        if isinstance(layer, keras.__internal__.layers.BaseRandomLayer):
+            layer._random_generator._maybe_init()  # noqa: SLF001 (Keras creates it at first call)
+            generators.append(layer._random_generator._generator)  # noqa: SLF001
+    return generators
 
 
 def set_drop_path_rate(model, rate):

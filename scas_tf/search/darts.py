@@ -23,8 +23,9 @@ from scas_tf.data.pipeline import Split
 from scas_tf.config import SearchConfig, option, require_positive
 from scas_tf.errors import ScasError
 from scas_tf.models.darts import SearchNetwork
+from scas_tf.resumable import Resumable
 from scas_tf.run_dir import RunDir, read_json, write_json_atomic, write_text_atomic
-from scas_tf.search.loop import checkpointing, claim_run, final_splits, results_of, search_epochs
+from scas_tf.search.loop import claim_run, final_splits, results_of
 from scas_tf.spaces.darts import CELL_TYPES, PRIMITIVES, derive
 
 log = logging.getLogger("scas")
@@ -101,9 +102,9 @@ class DartsSearch:
             self.eval_loss = keras.metrics.SparseCategoricalCrossentropy(from_logits=True)
             self.eval_accuracy = keras.metrics.SparseCategoricalAccuracy()
             self.search_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-        self.checkpoint, self.manager = checkpointing(
-            self.run, network=self.network, optimizer=self.optimizer, alpha_optimizer=self.alpha_optimizer,
-            search_seconds=self.search_seconds)
+        self.loop = Resumable(self.run, config, self.total_steps, self.steps_per_epoch, "search_seconds",
+                              network=self.network, optimizer=self.optimizer, alpha_optimizer=self.alpha_optimizer,
+                              search_seconds=self.search_seconds)
 
     @property
     def step(self):
@@ -208,21 +209,23 @@ class DartsSearch:
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def streams(self, epoch):
+    def streams(self, epoch, start):
+        """The epoch's training and validation minibatches from its `start`-th step on (the
+        validation split may be smaller and then repeats within the epoch)."""
         def stream(split, seed):
             dataset = data.train_dataset(split, self.splits.info, self.config.batch_size, seed, epoch)
-            return iter(self.strategy.experimental_distribute_dataset(dataset.repeat()))
+            return iter(self.strategy.experimental_distribute_dataset(dataset.repeat().skip(start)))
         return stream(self.splits.train, self.config.seed), stream(self.splits.validation, self.config.seed + 1)
 
     def search_epoch(self, epoch):
-        train_iterator, valid_iterator = self.streams(epoch)
-        epoch_end = (epoch + 1) * self.steps_per_epoch
-        while self.step < epoch_end:
+        train_iterator, valid_iterator = self.streams(epoch, self.step - epoch * self.steps_per_epoch)
+        while self.step < (epoch + 1) * self.steps_per_epoch:
             for metric in (self.train_loss, self.train_accuracy, self.alpha_loss):
                 metric.reset_state()
-            self.search_steps(train_iterator, valid_iterator, tf.constant(min(self.config.log_every_steps,
-                                                                              epoch_end - self.step)))
+            self.search_steps(train_iterator, valid_iterator, tf.constant(self.loop.next_chunk(self.step)))
             self.log_steps()
+            self.loop.after_chunk(self.step, self.train_loss.result() + self.alpha_loss.result(),
+                                  self.network.trainable_variables)
         self.log_epoch_end(epoch)
 
     def log_steps(self):
@@ -234,7 +237,7 @@ class DartsSearch:
         tf.summary.scalar("alpha/validation_loss", self.alpha_loss.result(), step)
         tf.summary.scalar("sparsity/scheduled", self.pruner.sparsity_at(step), step)
         tf.summary.scalar("sparsity/achieved", sparsity, step)
-        log.info("search step %d/%d loss %.4f accuracy %.4f alpha-step validation loss %.4f sparsity %.3f",
+        log.debug("search step %d/%d loss %.4f accuracy %.4f alpha-step validation loss %.4f sparsity %.3f",
                  step, self.total_steps, self.train_loss.result(), self.train_accuracy.result(),
                  self.alpha_loss.result(), sparsity)
 
@@ -276,12 +279,16 @@ class DartsSearch:
         earlier = [g for g in (read_json(history) if history.exists() else []) if g["epoch"] < epoch + 1]
         write_json_atomic(history, earlier + [{"epoch": epoch + 1, "step": step, "genotype": genotype,
                                                "validation_accuracy": val_accuracy}])
-        log.info("epoch %d: search network validation loss %.4f accuracy %.4f; genotype %s",
-                 epoch + 1, val_loss, val_accuracy, genotype)
+        log.debug("genotype %s", genotype)
+        self.loop.end_epoch(step, val_loss, self.network.trainable_variables, (
+            f"loss {self.train_loss.result():.4f} accuracy {self.train_accuracy.result():.4f} alpha-step "
+            f"validation loss {self.alpha_loss.result():.4f} sparsity "
+            f"{pruning.overall_sparsity(self.pruner.report()):.3f}, search network validation loss "
+            f"{val_loss:.4f} accuracy {val_accuracy:.4f}"))
 
     def search(self):
-        """Runs (or resumes, at the last finished epoch) the search."""
-        search_epochs(self, self.search_epoch)
+        """Runs (or resumes, at its last checkpoint) the search."""
+        self.loop.run_epochs(lambda: self.step, self.search_epoch)
 
 
 def limit_images(splits, num_images):
@@ -299,7 +306,10 @@ def limit_images(splits, num_images):
 def run_search(config, load_splits, run_dir, strategy=None):
     """Search, derive the genotype, write it, train it from scratch; returns the results.
     `load_splits(validation_fraction)` gives the dataset's splits."""
-    run, splits = claim_run(config, load_splits, run_dir)
+    run = claim_run(config, run_dir)
+    if (finished := run.finished_results()) is not None:
+        return finished
+    splits = load_splits(config.validation_fraction)
     search = DartsSearch(config, limit_images(splits, config.search_images), run_dir, strategy)
     search.search()
     arch_spec = architectures.spec("darts", search.genotype())

@@ -26,11 +26,13 @@ import tf_keras as keras
 from scas_tf import architectures, data, pruning, trainer
 from scas_tf.config import SearchConfig, option, require_positive
 from scas_tf.errors import ScasError
+from scas_tf.models import layers
 from scas_tf.models.enas_macro import MacroSupernet
 from scas_tf.models.enas_micro import MicroSupernet
+from scas_tf.resumable import Resumable
 from scas_tf.run_dir import RunDir, read_json, write_json_atomic, write_text_atomic
 from scas_tf.search.controller import MacroController, MicroController
-from scas_tf.search.loop import checkpointing, claim_run, final_splits, results_of, search_epochs
+from scas_tf.search.loop import claim_run, final_splits, results_of
 from scas_tf.search.reinforce import Reinforce
 from scas_tf.spaces import enas_macro, enas_micro
 
@@ -151,15 +153,21 @@ class EnasSearch:
             self.child_loss = keras.metrics.Mean()
             self.child_accuracy = keras.metrics.SparseCategoricalAccuracy()
             self.search_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+            random = layers.random_generators(self.supernet)
         # The controller is tiny and sequential: it lives on the host, outside the strategy.
         self.controller = self.space.controller(config)
         self.reinforce = Reinforce(self.controller, config.controller_learning_rate,
                                    config.baseline_decay, config.entropy_weight, config.skip_weight)
         self.sample = tf.function(self.controller.sample)
-        self.checkpoint, self.manager = checkpointing(
-            self.run, supernet=self.supernet, optimizer=self.optimizer, controller=self.controller,
-            controller_optimizer=self.reinforce.optimizer, baseline=self.reinforce.baseline,
-            search_seconds=self.search_seconds)
+        # The epoch's architectures, sampled at its start: checkpointed, so that a search resumed
+        # inside the epoch trains the ones it would have.
+        actions = self.sample.get_concrete_function(self.steps_per_epoch).structured_outputs[0]
+        self.epoch_archs = tf.Variable(tf.zeros(actions.shape, actions.dtype), trainable=False)
+        self.loop = Resumable(
+            self.run, config, self.total_steps, self.steps_per_epoch, "search_seconds", supernet=self.supernet,
+            optimizer=self.optimizer, controller=self.controller, controller_optimizer=self.reinforce.optimizer,
+            baseline=self.reinforce.baseline, epoch_archs=self.epoch_archs, search_seconds=self.search_seconds,
+            random=random)
 
     def arch_from_actions(self, actions):
         return self.space.arch_class.from_actions(actions)
@@ -208,29 +216,40 @@ class EnasSearch:
         return iter(self.strategy.experimental_distribute_dataset(dataset))
 
     def train_child_epoch(self, epoch):
+        start = self.step - epoch * self.steps_per_epoch
+        if start == 0:
+            self.epoch_archs.assign(self.sample(self.steps_per_epoch)[0])
         dataset = data.train_dataset(self.splits.train, self.splits.info, self.config.batch_size,
-                                     self.config.seed, epoch)
+                                     self.config.seed, epoch, start)
         iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
-        archs, *_ = self.sample(self.steps_per_epoch)
-        for start in range(0, self.steps_per_epoch, self.config.log_every_steps):
+        archs = tf.convert_to_tensor(self.epoch_archs)
+        while self.step < (epoch + 1) * self.steps_per_epoch:
             self.child_loss.reset_state()
             self.child_accuracy.reset_state()
-            count = min(self.config.log_every_steps, self.steps_per_epoch - start)
-            self.child_steps(iterator, archs, tf.constant(start), tf.constant(count))
+            self.child_steps(iterator, archs, tf.constant(self.step - epoch * self.steps_per_epoch),
+                             tf.constant(self.loop.next_chunk(self.step)))
             step = self.step
             tf.summary.scalar("child/loss", self.child_loss.result(), step)
             tf.summary.scalar("child/accuracy", self.child_accuracy.result(), step)
             tf.summary.scalar("child/learning_rate", self.optimizer.learning_rate, step)
             tf.summary.scalar("sparsity/scheduled", self.pruner.sparsity_at(step), step)
-            tf.summary.scalar("sparsity/achieved", pruning.overall_sparsity(self.pruner.report()), step)
-            log.info("search step %d/%d child loss %.4f accuracy %.4f", step, self.total_steps,
-                     self.child_loss.result(), self.child_accuracy.result())
+            tf.summary.scalar("sparsity/achieved", self.sparsity(), step)
+            log.debug("search step %d/%d child loss %.4f accuracy %.4f", step, self.total_steps,
+                      self.child_loss.result(), self.child_accuracy.result())
+            self.loop.after_chunk(step, self.child_loss.result(), self.supernet.trainable_variables)
+
+    def sparsity(self):
+        return pruning.overall_sparsity(self.pruner.report())
 
     def train_controller_epoch(self, epoch):
+        """The controller's steps; returns the last one's metrics and its sampled architectures."""
         stream = self.validation_stream(epoch)
         for _ in range(self.config.controller_steps):
             actions, *_ = self.sample(self.config.controller_batch)
             metrics = self.reinforce.update(actions, self.accuracies(stream, actions))
+        return metrics, [self.arch_from_actions(a) for a in actions.numpy()]
+
+    def log_epoch_end(self, metrics, archs):
         step = self.step
         for name, value in metrics.items():
             tf.summary.scalar(f"controller/{name}", value, step)
@@ -241,10 +260,13 @@ class EnasSearch:
         tf.summary.scalar("controller/policy_entropy", policy["entropy"], step)
         if "skip_rate" in policy:
             tf.summary.scalar("controller/skip_rate", policy["skip_rate"], step)
-        archs = [self.arch_from_actions(a) for a in actions.numpy()]
         tf.summary.text("controller/sampled", "\n\n".join(a.to_text() for a in archs[:5]), step)
-        log.info("epoch %d: controller reward %.4f baseline %.4f entropy %.3f; sampled %s", epoch + 1,
-                 metrics["reward"], metrics["baseline"], policy["entropy"], archs[0].to_text())
+        log.debug("sampled %s", archs[0].to_text())
+        self.loop.end_epoch(step, self.child_loss.result(),
+                            self.supernet.trainable_variables + self.controller.trainable_variables,
+                            f"child loss {self.child_loss.result():.4f} accuracy {self.child_accuracy.result():.4f} "
+                            f"sparsity {self.sparsity():.3f}, controller reward {metrics['reward']:.4f} baseline "
+                            f"{metrics['baseline']:.4f} entropy {policy['entropy']:.3f}")
 
     def policy_summary(self, num_samples=POLICY_SAMPLES):
         """The controller's policy as sampled: mean entropy per architecture, the share of each
@@ -265,9 +287,9 @@ class EnasSearch:
     def search(self):
         """Runs (or resumes) the search epochs, recording the policy before the first."""
         policy_file = self.run.path / "controller_policy.json"
-        if not policy_file.exists() and not self.manager.latest_checkpoint:
+        if not policy_file.exists() and not self.loop.manager.latest_checkpoint:
             write_json_atomic(policy_file, {"start": self.policy_summary()})
-        search_epochs(self, self.search_epoch)
+        self.loop.run_epochs(lambda: self.step, self.search_epoch)
         policy = read_json(policy_file) if policy_file.exists() else {}
         if "end" not in policy:
             policy["end"] = self.policy_summary()
@@ -276,7 +298,7 @@ class EnasSearch:
 
     def search_epoch(self, epoch):
         self.train_child_epoch(epoch)
-        self.train_controller_epoch(epoch)
+        self.log_epoch_end(*self.train_controller_epoch(epoch))
 
     def score_candidates(self):
         """Samples candidates and scores each distinct one on the same validation minibatches;
@@ -320,7 +342,10 @@ def train_finalists(config, candidates, splits, run, strategy):
 def run_search(config, load_splits, run_dir, strategy=None):
     """Search, score candidates, train the best from scratch, write the winner; returns the
     results. `load_splits(validation_fraction)` gives the dataset's splits."""
-    run, splits = claim_run(config, load_splits, run_dir)
+    run = claim_run(config, run_dir)
+    if (finished := run.finished_results()) is not None:
+        return finished
+    splits = load_splits(config.validation_fraction)
     search = EnasSearch(config, splits, run_dir, strategy)
     policy = search.search()
     # Written before the finalists train, so that a rerun trains (or resumes) the same ones.

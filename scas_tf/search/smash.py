@@ -28,8 +28,9 @@ from scas_tf.config import SearchConfig, option, require_fraction, require_posit
 from scas_tf.data.pipeline import Split
 from scas_tf.errors import ScasError
 from scas_tf.models.smash import SearchNetwork
+from scas_tf.resumable import Resumable
 from scas_tf.run_dir import RunDir, read_json, write_json_atomic, write_text_atomic
-from scas_tf.search.loop import checkpointing, claim_run, final_splits, results_of, search_epochs
+from scas_tf.search.loop import claim_run, final_splits, results_of
 from scas_tf.spaces import smash as space_lib
 
 log = logging.getLogger("scas")
@@ -116,8 +117,8 @@ class SmashSearch:
             self.train_loss = keras.metrics.Mean()
             self.train_accuracy = keras.metrics.SparseCategoricalAccuracy()
             self.search_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-        self.checkpoint, self.manager = checkpointing(
-            self.run, network=self.network, optimizer=self.optimizer, search_seconds=self.search_seconds)
+        self.loop = Resumable(self.run, config, self.total_steps, self.steps_per_epoch, "search_seconds",
+                              network=self.network, optimizer=self.optimizer, search_seconds=self.search_seconds)
 
     @property
     def step(self):
@@ -173,27 +174,33 @@ class SmashSearch:
         start = self.step - epoch * self.steps_per_epoch
         dataset = data.train_dataset(self.splits.train, self.splits.info, self.config.batch_size,
                                      self.config.seed, epoch, start)
-        for images, labels in self.strategy.experimental_distribute_dataset(dataset):
-            self.train_step(images, labels)
-            if self.step % self.config.log_every_steps == 0 or self.step % self.steps_per_epoch == 0:
-                self.log_steps()
+        batches = iter(self.strategy.experimental_distribute_dataset(dataset))
+        while self.step < (epoch + 1) * self.steps_per_epoch:
+            self.train_loss.reset_state()
+            self.train_accuracy.reset_state()
+            for _ in range(self.loop.next_chunk(self.step)):
+                self.train_step(*next(batches))
+            self.log_steps()
+            self.loop.after_chunk(self.step, self.train_loss.result(), self.network.trainable_variables)
         accuracy = self.random_architecture_accuracy(epoch)
         tf.summary.scalar("validation/random_architecture_accuracy", accuracy, self.step)
-        log.info("epoch %d: validation accuracy %.4f (a random architecture per batch)", epoch + 1, accuracy)
+        self.loop.end_epoch(self.step, self.train_loss.result(), self.network.trainable_variables,
+                            f"{self.sparsity_summary()}, validation accuracy {accuracy:.4f} (a random "
+                            "architecture per batch)")
+
+    def sparsity_summary(self):
+        return (f"loss {self.train_loss.result():.4f} accuracy {self.train_accuracy.result():.4f} sparsity "
+                f"generated {float(self.schedule(self.step - 1)[1]):.3f} learned "
+                f"{pruning.overall_sparsity(self.pruner.report()):.3f}")
 
     def log_steps(self):
         step = self.step
-        learned = pruning.overall_sparsity(self.pruner.report())
-        generated = float(self.schedule(step - 1)[1])
         tf.summary.scalar("train/loss", self.train_loss.result(), step)
         tf.summary.scalar("train/accuracy", self.train_accuracy.result(), step)
         tf.summary.scalar("train/learning_rate", self.optimizer.learning_rate, step)
-        tf.summary.scalar("sparsity/generated", generated, step)
-        tf.summary.scalar("sparsity/learned", learned, step)
-        log.info("search step %d/%d loss %.4f accuracy %.4f sparsity generated %.3f learned %.3f", step,
-                 self.total_steps, self.train_loss.result(), self.train_accuracy.result(), generated, learned)
-        self.train_loss.reset_state()
-        self.train_accuracy.reset_state()
+        tf.summary.scalar("sparsity/generated", float(self.schedule(step - 1)[1]), step)
+        tf.summary.scalar("sparsity/learned", pruning.overall_sparsity(self.pruner.report()), step)
+        log.debug("search step %d/%d %s", step, self.total_steps, self.sparsity_summary())
 
     def score_batches(self):
         split = self.splits.validation
@@ -229,7 +236,7 @@ class SmashSearch:
         return self.accuracy(runs())
 
     def search(self):
-        search_epochs(self, self.search_epoch)
+        self.loop.run_epochs(lambda: self.step, self.search_epoch)
 
     def score_architectures(self, scored):
         """Random architectures, perturbations of the best of them, then greedy steps from the
@@ -272,7 +279,10 @@ class SmashSearch:
 def run_search(config, load_splits, run_dir, strategy=None):
     """Train the HyperNet, score architectures, train the best from scratch; returns the
     results. `load_splits(validation_fraction)` gives the dataset's splits."""
-    run, splits = claim_run(config, load_splits, run_dir)
+    run = claim_run(config, run_dir)
+    if (finished := run.finished_results()) is not None:
+        return finished
+    splits = load_splits(config.validation_fraction)
     search = SmashSearch(config, splits, run_dir, strategy)
     search.search()
     scores_file = run.path / "scores.json"
