@@ -15,7 +15,8 @@ import tempfile
 
 # Python loggers TensorFlow and Keras write through (SavedModel, checkpoint, tracing warnings).
 LIBRARY_LOGGERS = ("tensorflow", "absl", "h5py")
-# Their own handlers, if any, sit on these (absl's sits on the root and must stay open to ours).
+# The ones quieted by their level too (TensorFlow's may have a handler of its own, which the
+# root handlers' filter does not see). Not absl's: raising it hid the scas logger's lines as well.
 OWN_HANDLER_LOGGERS = ("tensorflow", "h5py")
 
 

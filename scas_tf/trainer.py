@@ -19,7 +19,7 @@ from scas_tf import accounting, data, distribute, pruning
 from scas_tf.config import TrainConfig  # noqa: F401 (the trainer's config, exported here)
 from scas_tf.models import layers
 from scas_tf.resumable import Diverged, Resumable
-from scas_tf.run_dir import RunDir, read_json, write_json_atomic
+from scas_tf.run_dir import RunDir, write_json_atomic
 
 log = logging.getLogger("scas")
 

@@ -31,7 +31,7 @@ def first_batches(search):
 
 def check_one_step(search):
     alphas = [a.numpy() for a in search.network.alpha_variables]
-    train, valid = search.streams(0)
+    train, valid = search.streams(0, 0)
     search.search_steps(train, valid, tf.constant(1))
     assert search.step == 1  # the alpha passes did not count as steps
     for before, after in zip(alphas, search.network.alpha_variables):
