@@ -239,6 +239,10 @@ class Pruner:
         return [g * self._mask_by_weight[v.ref()] if g is not None and v.ref() in self._mask_by_weight
                 else g for g, v in zip(gradients, variables)]
 
+    def sparsity(self):
+        """overall_sparsity of the weights as they are now."""
+        return overall_sparsity(self.report())
+
     def report(self):
         """Per prunable weight: size and non-zeros, read from the weights themselves."""
         return [WeightSparsity(weight.name.removesuffix(":0"), int(tf.size(weight)),

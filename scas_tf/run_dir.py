@@ -122,8 +122,9 @@ def claim_config(path, config):
         return
     previous = read_json(path)
     changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
-    diverged = any(path.parent.rglob(DIVERGED_FILE))
-    refused = [k for k in changed if k not in UNOBSERVABLE_FIELDS and not (diverged and divergence_remedy(k))]
+    refused = [k for k in changed if k not in UNOBSERVABLE_FIELDS]
+    if refused and all(divergence_remedy(k) for k in refused) and any(path.parent.rglob(DIVERGED_FILE)):
+        refused = []
     if refused:
         diffs = ", ".join(f"{k}={previous.get(k)!r} there vs {config.get(k)!r} now" for k in refused)
         raise ScasError(f"{path.parent} holds a run with another config ({diffs}); use a new --output_dir")

@@ -196,23 +196,22 @@ class Trainer:
         tf.summary.scalar("train/accuracy", self.train_accuracy.result(), step)
         tf.summary.scalar("train/learning_rate", self.optimizer.learning_rate, step)
         tf.summary.scalar("sparsity/scheduled", self.pruner.sparsity_at(step), step)
-        tf.summary.scalar("sparsity/achieved", self.sparsity(), step)
+        sparsity = self.pruner.sparsity()
+        tf.summary.scalar("sparsity/achieved", sparsity, step)
         log.debug("step %d/%d loss %.4f accuracy %.4f sparsity %.3f", step, self.total_steps,
-                  self.train_loss.result(), self.train_accuracy.result(), self.sparsity())
-
-    def sparsity(self):
-        return pruning.overall_sparsity(self.pruner.report())
+                  self.train_loss.result(), self.train_accuracy.result(), sparsity)
 
     def end_epoch(self):
         step = self.step
         val_loss, val_accuracy = self.evaluate(self.splits.validation)
         tf.summary.scalar("validation/loss", val_loss, step)
         tf.summary.scalar("validation/accuracy", val_accuracy, step)
-        for weight in self.pruner.report():
+        report = self.pruner.report()
+        for weight in report:
             tf.summary.scalar(f"sparsity/layer/{weight.name}", weight.sparsity, step)
         self.loop.end_epoch(step, val_loss, self.model.trainable_variables, (
             f"loss {self.train_loss.result():.4f} accuracy {self.train_accuracy.result():.4f} sparsity "
-            f"{self.sparsity():.3f}, validation loss {val_loss:.4f} accuracy {val_accuracy:.4f}"))
+            f"{pruning.overall_sparsity(report):.3f}, validation loss {val_loss:.4f} accuracy {val_accuracy:.4f}"))
 
     def results(self):
         val_loss, val_accuracy = self.evaluate(self.splits.validation)

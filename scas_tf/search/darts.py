@@ -230,7 +230,7 @@ class DartsSearch:
 
     def log_steps(self):
         step = self.step
-        sparsity = pruning.overall_sparsity(self.pruner.report())
+        sparsity = self.pruner.sparsity()
         tf.summary.scalar("train/loss", self.train_loss.result(), step)
         tf.summary.scalar("train/accuracy", self.train_accuracy.result(), step)
         tf.summary.scalar("train/learning_rate", self.optimizer.learning_rate, step)
@@ -283,7 +283,7 @@ class DartsSearch:
         self.loop.end_epoch(step, val_loss, self.network.trainable_variables, (
             f"loss {self.train_loss.result():.4f} accuracy {self.train_accuracy.result():.4f} alpha-step "
             f"validation loss {self.alpha_loss.result():.4f} sparsity "
-            f"{pruning.overall_sparsity(self.pruner.report()):.3f}, search network validation loss "
+            f"{self.pruner.sparsity():.3f}, search network validation loss "
             f"{val_loss:.4f} accuracy {val_accuracy:.4f}"))
 
     def search(self):
@@ -323,7 +323,7 @@ def run_search(config, load_splits, run_dir, strategy=None):
                           final_data, final_config, run.path / "final", strategy)
     val_loss, val_accuracy = search.evaluate()
     results = results_of(search, config, arch_spec, final, "final", unrolled=config.unrolled,
-                         search_weight_sparsity=pruning.overall_sparsity(search.pruner.report()),
+                         search_weight_sparsity=search.pruner.sparsity(),
                          search_validation_loss=val_loss, search_validation_accuracy=val_accuracy)
     write_json_atomic(run.results, results)
     return results

@@ -233,13 +233,10 @@ class EnasSearch:
             tf.summary.scalar("child/accuracy", self.child_accuracy.result(), step)
             tf.summary.scalar("child/learning_rate", self.optimizer.learning_rate, step)
             tf.summary.scalar("sparsity/scheduled", self.pruner.sparsity_at(step), step)
-            tf.summary.scalar("sparsity/achieved", self.sparsity(), step)
+            tf.summary.scalar("sparsity/achieved", self.pruner.sparsity(), step)
             log.debug("search step %d/%d child loss %.4f accuracy %.4f", step, self.total_steps,
                       self.child_loss.result(), self.child_accuracy.result())
             self.loop.after_chunk(step, self.child_loss.result(), self.supernet.trainable_variables)
-
-    def sparsity(self):
-        return pruning.overall_sparsity(self.pruner.report())
 
     def train_controller_epoch(self, epoch):
         """The controller's steps; returns the last one's metrics and its sampled architectures."""
@@ -265,7 +262,7 @@ class EnasSearch:
         self.loop.end_epoch(step, self.child_loss.result(),
                             self.supernet.trainable_variables + self.controller.trainable_variables,
                             f"child loss {self.child_loss.result():.4f} accuracy {self.child_accuracy.result():.4f} "
-                            f"sparsity {self.sparsity():.3f}, controller reward {metrics['reward']:.4f} baseline "
+                            f"sparsity {self.pruner.sparsity():.3f}, controller reward {metrics['reward']:.4f} baseline "
                             f"{metrics['baseline']:.4f} entropy {policy['entropy']:.3f}")
 
     def policy_summary(self, num_samples=POLICY_SAMPLES):
@@ -359,7 +356,7 @@ def run_search(config, load_splits, run_dir, strategy=None):
     log.info("chose candidate %d of %d (validation accuracy %.4f from scratch): %s", best + 1,
              config.final_candidates, final["validation_accuracy"], arch_spec)
     results = results_of(search, config, arch_spec, final, candidates[best]["final"]["dir"],
-                         shared_weight_sparsity=pruning.overall_sparsity(search.pruner.report()),
+                         shared_weight_sparsity=search.pruner.sparsity(),
                          controller_policy=policy,
                          chosen_candidate_shared_validation_accuracy=candidates[best]["validation_accuracy"])
     write_json_atomic(run.results, results)

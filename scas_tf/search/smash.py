@@ -185,13 +185,12 @@ class SmashSearch:
         accuracy = self.random_architecture_accuracy(epoch)
         tf.summary.scalar("validation/random_architecture_accuracy", accuracy, self.step)
         self.loop.end_epoch(self.step, self.train_loss.result(), self.network.trainable_variables,
-                            f"{self.sparsity_summary()}, validation accuracy {accuracy:.4f} (a random "
+                            f"{self.summary(self.pruner.sparsity())}, validation accuracy {accuracy:.4f} (a random "
                             "architecture per batch)")
 
-    def sparsity_summary(self):
+    def summary(self, learned_sparsity):
         return (f"loss {self.train_loss.result():.4f} accuracy {self.train_accuracy.result():.4f} sparsity "
-                f"generated {float(self.schedule(self.step - 1)[1]):.3f} learned "
-                f"{pruning.overall_sparsity(self.pruner.report()):.3f}")
+                f"generated {float(self.schedule(self.step - 1)[1]):.3f} learned {learned_sparsity:.3f}")
 
     def log_steps(self):
         step = self.step
@@ -199,8 +198,9 @@ class SmashSearch:
         tf.summary.scalar("train/accuracy", self.train_accuracy.result(), step)
         tf.summary.scalar("train/learning_rate", self.optimizer.learning_rate, step)
         tf.summary.scalar("sparsity/generated", float(self.schedule(step - 1)[1]), step)
-        tf.summary.scalar("sparsity/learned", pruning.overall_sparsity(self.pruner.report()), step)
-        log.debug("search step %d/%d %s", step, self.total_steps, self.sparsity_summary())
+        learned = self.pruner.sparsity()
+        tf.summary.scalar("sparsity/learned", learned, step)
+        log.debug("search step %d/%d %s", step, self.total_steps, self.summary(learned))
 
     def score_batches(self):
         split = self.splits.validation
@@ -299,7 +299,7 @@ def run_search(config, load_splits, run_dir, strategy=None):
     final = trainer.train(architectures.model_builder(final_config, final_data.info),
                           final_data, final_config, run.path / "final", strategy)
     results = results_of(search, config, arch_spec, final, "final",
-                         learned_weight_sparsity=pruning.overall_sparsity(search.pruner.report()),
+                         learned_weight_sparsity=search.pruner.sparsity(),
                          generated_weight_sparsity=float(search.schedule(search.total_steps)[1]),
                          chosen_candidate_validation_error=candidates[0]["validation_error"],
                          num_scored=len(candidates))
