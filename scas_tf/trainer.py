@@ -5,7 +5,7 @@ learning rate (with optional warm-up, or with warm restarts: SGDR), L2 weight de
 (or on every variable, as ENAS's reference), optional label smoothing and gradient clipping.
 After every optimiser step the pruning step runs (`Pruner.update_masks`) from the optimiser's
 own step counter. Checkpoints make a re-run on the same folder resume;
-the result is a results JSON and a SavedModel of the stripped model.
+the result is a results JSON and a serving SavedModel of the stripped model (export.py).
 """
 import dataclasses
 import logging
@@ -17,6 +17,7 @@ import tf_keras as keras
 
 from scas_tf import accounting, data, distribute, pruning
 from scas_tf.config import TrainConfig  # noqa: F401 (the trainer's config, exported here)
+from scas_tf.export import save_serving_model
 from scas_tf.models import layers
 from scas_tf.resumable import Diverged, Resumable
 from scas_tf.run_dir import RunDir, write_json_atomic
@@ -236,10 +237,11 @@ class Trainer:
         }
 
     def export(self):
-        """Writes the stripped (wrapper-free, still sparse) model as a SavedModel."""
+        """Writes the stripped (wrapper-free, still sparse) model as a serving SavedModel."""
         self.pruner.apply_masks()
         stripped = pruning.strip(self.inference_model)
-        self.run.save_directory_atomic(self.run.saved_model, stripped.save)
+        self.run.save_directory_atomic(self.run.saved_model,
+                                       lambda folder: save_serving_model(stripped, self.splits.info, folder))
 
 
 def train(model_fn, splits, config, run_dir, strategy=None):

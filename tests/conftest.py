@@ -1,5 +1,8 @@
-"""Shared test setup: two logical CPU devices (for MirroredStrategy) and the real data paths."""
+"""Shared test setup: two logical CPU devices (for MirroredStrategy), the real data paths, and
+a run stopped right after a checkpoint."""
+import contextlib
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -9,6 +12,8 @@ import tensorflow as tf
 # Must happen before TensorFlow initialises its devices, hence at import of conftest.
 _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+from scas_tf.resumable import Resumable  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -26,3 +31,28 @@ def mirrored():
     """One MirroredStrategy over the two logical CPUs for the whole session: a second strategy
     over the same devices in one process can mix up their collectives' instance keys."""
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+class Killed(Exception):
+    """Stands for SIGKILL right after a checkpoint: what is on disk is what a kill leaves."""
+
+
+@contextlib.contextmanager
+def killed_after_checkpoint(step):
+    """Runs inside raise Killed right after saving the checkpoint of `step` (a resumed run
+    that saved `step` again would have restarted instead of resuming)."""
+    save = Resumable.save
+
+    def save_then_die(loop, saved_step):
+        save(loop, saved_step)
+        if saved_step == step:
+            raise Killed
+    with mock.patch.object(Resumable, "save", save_then_die):
+        yield
+
+
+def checkpointed_values(folder):
+    """Every variable of the latest checkpoint under folder/checkpoints but the wall clock."""
+    path = tf.train.latest_checkpoint(str(folder / "checkpoints"))
+    return {name: tf.train.load_variable(path, name) for name, _ in tf.train.list_variables(path)
+            if not any(part in name for part in ("seconds", "save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH"))}

@@ -1,6 +1,7 @@
 """SCAS-DARTS: search steps, the second-order gradient, and a tiny search through the CLI."""
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
-from conftest import REPO
+from conftest import REPO, Killed, checkpointed_values, killed_after_checkpoint
 from scas_tf import architectures, configs, data, pruning, trainer
 from scas_tf.search import darts
 
@@ -131,32 +132,50 @@ def summary_tags(folder):
     return tags
 
 
-def test_tiny_search_runs_end_to_end_and_resumes(tmp_path):
-    args = ["search", "--method=darts", "--preset=tiny", "--target_sparsity=0.5", f"--output_dir={tmp_path}"]
+def test_tiny_search_killed_mid_epoch_resumes_through_the_cli_and_ends_as_an_uninterrupted_one(tmp_path):
+    """Stopped right after its step-3 checkpoint, the search resumes there through the CLI,
+    ends with every checkpointed variable equal to an uninterrupted search's, derives its
+    genotype and trains it from scratch; a second rerun returns the results."""
+    config = dataclasses.replace(configs.search_preset("darts", "tiny"), target_sparsity=0.5,
+                                 checkpoint_every_steps=3)
+    load = lambda fraction: data.load_splits("mnist_mini", None, fraction, config.seed)  # noqa: E731 (as the CLI)
+    darts.DartsSearch(config, darts.limit_images(load(config.validation_fraction), config.search_images),
+                      tmp_path / "whole").search()
+    folder = tmp_path / "run"
+    with killed_after_checkpoint(3), pytest.raises(Killed):
+        darts.run_search(config, load, folder)
+    args = ["search", "--method=darts", "--preset=tiny", "--target_sparsity=0.5", "--checkpoint_every_steps=3",
+            f"--output_dir={folder}"]
     result = scas(*args)
     assert result.returncode == 0, result.stderr[-3000:]
-    spec = (tmp_path / "architecture.txt").read_text().strip()
+    assert re.search(r"resuming \S+ at step 3 of \d+", result.stderr)
+    whole, resumed = checkpointed_values(tmp_path / "whole"), checkpointed_values(folder)
+    assert whole.keys() == resumed.keys()
+    for name, value in whole.items():
+        np.testing.assert_array_equal(value, resumed[name], err_msg=name)
+
+    spec = (folder / "architecture.txt").read_text().strip()
     space, genotype = architectures.parse(spec)
     assert space == "darts"
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = json.loads((folder / "results.json").read_text())
     assert results["architecture"] == spec and abs(results["search_weight_sparsity"] - 0.5) < 0.01
     final = results["final"]
     assert final["config"]["arch"] == spec and abs(final["weight_sparsity"] - 0.5) < 0.01
     for key in ("test_accuracy", "params", "nonzero_params", "dense_macs", "sparse_macs"):
         assert final[key] > 0
-    history = json.loads((tmp_path / "genotypes.json").read_text())
+    history = json.loads((folder / "genotypes.json").read_text())
     assert [h["epoch"] for h in history] == [1] and history[-1]["genotype"] == genotype.to_text()
-    alpha = json.loads((tmp_path / "alpha.json").read_text())["softmax_alpha"]
+    alpha = json.loads((folder / "alpha.json").read_text())["softmax_alpha"]
     assert np.allclose(np.sum(alpha["normal"], axis=1), 1.0, atol=1e-4)
     assert {"alpha/normal", "alpha/reduce", "genotype", "sparsity/achieved", "train/loss"} <= summary_tags(
-        tmp_path / "tensorboard")
-    assert (tmp_path / "final" / "saved_model").is_dir()
+        folder / "tensorboard")
+    assert (folder / "final" / "saved_model").is_dir()
 
     again = scas(*args)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads((tmp_path / "results.json").read_text())["search_steps"] == results["search_steps"]
-    assert f"{tmp_path} is finished" in again.stderr  # returned its results, built nothing
-    assert (tmp_path / "architecture.txt").read_text().strip() == spec
+    assert json.loads((folder / "results.json").read_text())["search_steps"] == results["search_steps"]
+    assert f"{folder} is finished" in again.stderr  # returned its results, built nothing
+    assert (folder / "architecture.txt").read_text().strip() == spec
 
 
 def test_darts_flag_errors_are_one_line(tmp_path):

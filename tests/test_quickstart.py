@@ -17,7 +17,9 @@ def test_readme_starts_with_the_quick_search():
 
 
 def test_quick_search_runs_quietly_and_ends_with_its_result(tmp_path):
-    args = QUICK_START.split()[1:] + [f"--output_dir={tmp_path}"]
+    """One epoch of search and two of final training (the preset's 4 + 6 reach the README's
+    97.7%: a measurement, not a test)."""
+    args = QUICK_START.split()[1:] + ["--epochs=1", "--final_epochs=2", f"--output_dir={tmp_path}"]
     run = subprocess.run([sys.executable, "-m", "scas_tf", *args], cwd=REPO, capture_output=True, text=True,
                          timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -35,4 +37,4 @@ def test_quick_search_runs_quietly_and_ends_with_its_result(tmp_path):
     assert re.match(r"trained from scratch at target sparsity 0.9: test accuracy 0\.\d+, params [\d,]+ \([\d,]+ "
                     r"non-zero\), MACs [\d,]+ dense / [\d,]+ sparse; results in ", out[-1])
     final = json.loads((tmp_path / "results.json").read_text())["final"]
-    assert abs(final["weight_sparsity"] - 0.9) < 0.01 and final["test_accuracy"] > 0.9
+    assert abs(final["weight_sparsity"] - 0.9) < 0.01 and final["test_accuracy"] > 0.5  # chance: 0.1

@@ -4,18 +4,18 @@ import dataclasses
 import json
 import subprocess
 import sys
-from unittest import mock
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO
+from conftest import REPO, Killed, checkpointed_values, killed_after_checkpoint
 from scas_tf import configs, data, run_dir
 from scas_tf.config import TrainConfig
 from scas_tf.errors import ScasError
 from scas_tf.resumable import Diverged, Resumable
-from scas_tf.search import darts, enas, smash
+from scas_tf.search import enas, smash
+from scas_tf.search.darts import limit_images
 
 SCAS = [sys.executable, "-m", "scas_tf"]
 
@@ -71,40 +71,22 @@ def test_diverged_training_stops_with_one_line_and_resumes_with_a_lower_learning
 
 
 def searcher(method, tmp_path):
-    """A tiny search of `method` (search phase only) checkpointing every 3 steps, and its splits."""
+    """A tiny search of `method` (search phase only, 8 steps on 640 images) checkpointing every
+    3 steps."""
     config = dataclasses.replace(configs.search_preset(method, "tiny"), target_sparsity=0.5,
                                  checkpoint_every_steps=3)
-    splits = data.load_splits(config.dataset, validation_fraction=config.validation_fraction)
-    if method == "darts":
-        return lambda folder: darts.DartsSearch(config, darts.limit_images(splits, config.search_images), folder)
+    splits = limit_images(data.load_splits(config.dataset, validation_fraction=config.validation_fraction), 640)
     return lambda folder: (smash.SmashSearch if method == "smash" else enas.EnasSearch)(config, splits, folder)
 
 
-class Killed(Exception):
-    """Stands for SIGKILL right after a checkpoint: what is on disk is what a kill leaves."""
-
-
-def checkpointed_values(folder):
-    path = tf.train.latest_checkpoint(str(folder / "checkpoints"))
-    return {name: tf.train.load_variable(path, name) for name, _ in tf.train.list_variables(path)
-            if not any(part in name for part in ("seconds", "save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH"))}
-
-
-@pytest.mark.parametrize("method", ["enas_macro", "darts", "smash"])
+@pytest.mark.parametrize("method", ["enas_macro", "smash"])  # DARTS's: test_darts_search, through the CLI
 def test_search_killed_inside_an_epoch_resumes_there_and_ends_as_an_uninterrupted_one(method, tmp_path):
     make = searcher(method, tmp_path)
     make(tmp_path / "whole").search()
-
-    save = Resumable.save
-
-    def save_then_die(loop, step):
-        save(loop, step)
-        if step == 3:
-            raise Killed
-    with mock.patch.object(Resumable, "save", save_then_die), pytest.raises(Killed):
+    with killed_after_checkpoint(3), pytest.raises(Killed):
         make(tmp_path / "killed").search()
     resumed = make(tmp_path / "killed")
-    with mock.patch.object(Resumable, "save", save_then_die):  # a step-3 save would mean a restart
+    with killed_after_checkpoint(3):
         resumed.search()
     assert resumed.loop.start_step == 3 and 3 < resumed.steps_per_epoch
 

@@ -35,10 +35,13 @@ def test_tiny_run_learns_reaches_sparsity_and_writes_its_folder(splits, tmp_path
     assert json.loads((tmp_path / "config.json").read_text())["target_sparsity"] == 0.8
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     reloaded = tf.saved_model.load(str(tmp_path / "saved_model"))
-    kernels = [v for v in reloaded.variables if "kernel" in v.name]
-    assert kernels and not any(v.name.split("/")[-1].startswith(("mask", "threshold")) for v in reloaded.variables)
+    kernels = [v for v in reloaded.model_weights if "kernel" in v.name]
+    assert kernels and not any(v.name.split("/")[-1].startswith(("mask", "threshold")) for v in reloaded.model_weights)
     zeros = sum(int(tf.size(k)) - int(tf.math.count_nonzero(k)) for k in kernels)
     assert zeros / sum(int(tf.size(k)) for k in kernels) == pytest.approx(0.8, abs=0.01)
+    serve = reloaded.signatures["serving_default"]  # raw uint8 pixels in: standardisation is inside
+    predictions = serve(images=tf.constant(splits.test.images))["probabilities"].numpy().argmax(-1)
+    assert np.mean(predictions == splits.test.labels) == pytest.approx(results["test_accuracy"], abs=1e-3)
     # A finished run is not redone: a rerun returns its results as written.
     assert run(splits, TINY, tmp_path) == json.loads(json.dumps(results))
 
