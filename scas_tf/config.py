@@ -119,6 +119,9 @@ class SearchConfig(RunConfig):
     training's TrainConfig in `final_training()`."""
     METHODS = ()
     method: str = option(None, "Search method: enas_macro, enas_micro, darts or smash.")
+    search_images: int = option(0, "Search on only this many training-set images, split into search "
+                                "training and validation in proportion (0 = all); the final training "
+                                "uses them all.")
     final_epochs: int = option(10, "Epochs of the final from-scratch training.")
     final_batch_size: int = option(128, "Batch size of the final training.")
     final_learning_rate: float = option(0.1, "Peak learning rate of the final training.")
@@ -138,6 +141,8 @@ class SearchConfig(RunConfig):
             raise ScasError(f"{type(self).__name__} is for method {' or '.join(self.METHODS)}, not {self.method!r}")
         super().__post_init__()
         require_positive(self, ("final_epochs", "final_batch_size"))
+        if self.search_images < 0:
+            raise ScasError(f"search_images must not be negative, got {self.search_images}")
         self.final_train_config()  # validates the final training's fields
 
     def final_training(self):

@@ -137,6 +137,13 @@ QUICK_METHOD = "enas_macro"
 SEARCH_METHODS = (*ENAS_METHODS, "darts", "smash")
 
 
+def config_class(method=None):
+    """The config dataclass of a search method, or TrainConfig's (method None: `scas train`)."""
+    if method is None:
+        return TrainConfig
+    return EnasConfig if method in ENAS_METHODS else {"darts": DartsConfig, "smash": SmashConfig}[method]
+
+
 def search_preset(method, preset):
     """The config of a search preset (paper, cpu, quick or tiny) for a search method."""
     if method not in SEARCH_METHODS:

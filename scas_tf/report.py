@@ -18,9 +18,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from scas_tf import paper
+from scas_tf import configs, paper
 from scas_tf.errors import ScasError
-from scas_tf.run_dir import read_json, write_bytes_atomic, write_text_atomic
+from scas_tf.run_dir import UNOBSERVABLE_FIELDS, field_defaults, read_json, write_bytes_atomic, write_text_atomic
 
 MAX_DROP = 0.01  # the paper's "<1% drop": test accuracy below the 0% run's by less than 1 point
 METHOD_ORDER = ("enas_macro", "enas_micro", "darts", "smash")
@@ -45,12 +45,19 @@ class Run:
     architecture: str
 
 
+def series_key(config):
+    """What two runs of one series share: their configs, the target and the log and checkpoint
+    intervals aside, each completed with the defaults of fields added to the code since."""
+    complete = {**field_defaults(configs.config_class(config.get("method"))), **config}
+    return json.dumps({k: v for k, v in complete.items() if k not in ("target_sparsity", *UNOBSERVABLE_FIELDS)},
+                      sort_keys=True)
+
+
 def load_run(folder):
     results, config = read_json(folder / "results.json"), read_json(folder / "config.json")
     final = results.get("final", results)  # a search's final training, or a training's own results
-    rest = {k: v for k, v in config.items() if k != "target_sparsity"}
     machine = final.get("machine")
-    return Run(folder=folder, series=json.dumps(rest, sort_keys=True), dataset=config["dataset"],
+    return Run(folder=folder, series=series_key(config), dataset=config["dataset"],
                method=config.get("method") or config["arch"].split(":")[0],
                target=config["target_sparsity"], test_accuracy=final["test_accuracy"], params=final["params"],
                nonzero_params=final["nonzero_params"], dense_macs=final["dense_macs"],

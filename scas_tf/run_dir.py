@@ -4,6 +4,7 @@ Files are written atomically (temporary file, then rename) so that an interrupte
 leaves a half-written result; checkpoints are TensorFlow's, whose writer also renames.
 """
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -112,15 +113,21 @@ def divergence_remedy(field):
     return field.endswith("learning_rate") or "clip" in field
 
 
-def claim_config(path, config):
+def field_defaults(config):
+    """A dataclass config's field defaults: what a run whose stored config predates a field ran with."""
+    return {field.name: field.default for field in dataclasses.fields(config)}
+
+
+def claim_config(path, config, defaults=None):
     """Writes `config` to the JSON file `path`, or checks that the one there is the same. A
-    rerun may change the fields in UNOBSERVABLE_FIELDS, and, where a run under the folder
-    diverged (left a diverged.json), its learning rates and clipping; config.json follows."""
+    field missing there (added to the code since) counts as its value in `defaults`. A rerun
+    may change the fields in UNOBSERVABLE_FIELDS, and, where a run under the folder diverged
+    (left a diverged.json), its learning rates and clipping; config.json follows."""
     path = Path(path)
     if not path.exists():
         write_json_atomic(path, config)
         return
-    previous = read_json(path)
+    previous = {**(defaults or {}), **read_json(path)}
     changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
     refused = [k for k in changed if k not in UNOBSERVABLE_FIELDS]
     if refused and all(divergence_remedy(k) for k in refused) and any(path.parent.rglob(DIVERGED_FILE)):
@@ -145,10 +152,11 @@ class RunDir:
         self.saved_model = self.path / "saved_model"
 
     def claim(self, config):
-        """Writes config.json, or checks that a folder being resumed was started with the same one."""
+        """Writes config.json (of the dataclass `config`), or checks that a folder being resumed
+        was started with the same one."""
         if self.path.exists() and not self.path.is_dir():
             raise ScasError(f"output_dir is not a directory: {self.path}")
-        claim_config(self.config, config)
+        claim_config(self.config, dataclasses.asdict(config), field_defaults(config))
 
     def finished_results(self):
         """The results of a run that finished in this folder, or None."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from scas_tf.errors import ScasError
-from scas_tf.run_dir import FolderInUse, claim_config, held, read_json
+from scas_tf.run_dir import FolderInUse, claim_config, field_defaults, held, read_json
 
 log = logging.getLogger("scas")
 
@@ -47,7 +47,7 @@ def claim_sweep(config, sweep_dir):
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise ScasError(f"output_dir is not a directory: {sweep_dir}")
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    claim_config(sweep_dir / "sweep.json", sweep_config(config))
+    claim_config(sweep_dir / "sweep.json", sweep_config(config), field_defaults(config))
 
 
 def run_sweep(config, targets, sweep_dir, run_search):

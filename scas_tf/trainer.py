@@ -248,7 +248,7 @@ def train(model_fn, splits, config, run_dir, strategy=None):
     """Trains (or resumes) a run and returns its results, also written to results.json (last,
     after the export: a run with results is finished, and a rerun returns them)."""
     run = RunDir(run_dir)
-    run.claim(dataclasses.asdict(config))
+    run.claim(config)
     if (finished := run.finished_results()) is not None:
         return finished
     trainer = Trainer(model_fn, splits, config, run_dir, strategy)

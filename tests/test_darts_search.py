@@ -21,7 +21,7 @@ TINY = dataclasses.replace(configs.search_preset("darts", "tiny"), target_sparsi
 
 @pytest.fixture(scope="module")
 def splits():
-    return darts.limit_images(data.load_splits("mnist_mini", validation_fraction=0.5), 512)
+    return data.limit_images(data.load_splits("mnist_mini", validation_fraction=0.5), 512)
 
 
 def first_batches(search):
@@ -139,7 +139,7 @@ def test_tiny_search_killed_mid_epoch_resumes_through_the_cli_and_ends_as_an_uni
     config = dataclasses.replace(configs.search_preset("darts", "tiny"), target_sparsity=0.5,
                                  checkpoint_every_steps=3)
     load = lambda fraction: data.load_splits("mnist_mini", None, fraction, config.seed)  # noqa: E731 (as the CLI)
-    darts.DartsSearch(config, darts.limit_images(load(config.validation_fraction), config.search_images),
+    darts.DartsSearch(config, data.limit_images(load(config.validation_fraction), config.search_images),
                       tmp_path / "whole").search()
     folder = tmp_path / "run"
     with killed_after_checkpoint(3), pytest.raises(Killed):

@@ -1,4 +1,5 @@
 """Data readers on the real files, on tiny files written in the original formats, and pipelines."""
+import dataclasses
 import gzip
 import pickle
 import shutil
@@ -7,9 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from scas_tf import data
+from scas_tf import configs, data
 from scas_tf.data import readers, sources
 from scas_tf.errors import ScasError
+from scas_tf.search.loop import search_splits
 
 
 def write_idx(path, array, magic, compress):
@@ -136,6 +138,17 @@ def test_validation_split_is_seeded_and_disjoint():
     assert not np.array_equal(a.validation.labels, c.validation.labels)
     train_rows = {img.tobytes() for img in a.train.images}
     assert not any(img.tobytes() in train_rows for img in a.validation.images)
+
+
+def test_search_images_cut_train_and_validation_in_proportion_and_the_final_training_keeps_all():
+    config = configs.search_preset("smash", "tiny")
+    load = lambda fraction: data.load_splits("mnist_mini", validation_fraction=fraction)  # noqa: E731
+    searched, whole = search_splits(dataclasses.replace(config, search_images=1000), load)
+    assert (len(searched.train), len(searched.validation)) == (800, 200)  # validation_fraction 0.2
+    np.testing.assert_array_equal(searched.train.images, whole.train.images[:800])
+    assert len(whole.train) + len(whole.validation) == 5000 and searched.test is whole.test
+    searched, whole = search_splits(config, load)  # 0: all of them
+    assert searched is whole
 
 
 def test_training_batches_resume_mid_epoch_exactly():

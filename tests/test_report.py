@@ -127,3 +127,16 @@ def test_report_errors_are_one_line(tmp_path):
                             timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == f"scas: error: not a folder: {tmp_path / 'missing'}"
+
+
+def test_series_ignore_log_intervals_and_fields_added_since(tmp_path):
+    """A run whose config predates a field (search_images) and logs more often is of the same
+    series as one with that field at its default; another search_images is another series."""
+    old = write_run(tmp_path / "old" / "s0", 0.0, 0.99)
+    new = write_run(tmp_path / "new" / "s0.5", 0.5, 0.985)
+    other = write_run(tmp_path / "other" / "s0.5", 0.5, 0.985)
+    for folder, extra in ((new, {"search_images": 0, "log_every_steps": 7}), (other, {"search_images": 100})):
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, **extra}))
+    runs = {run.folder: run for run in report.find_runs([tmp_path])}
+    assert runs[old].series == runs[new].series != runs[other].series

@@ -15,7 +15,6 @@ from scas_tf.config import TrainConfig
 from scas_tf.errors import ScasError
 from scas_tf.resumable import Diverged, Resumable
 from scas_tf.search import enas, smash
-from scas_tf.search.darts import limit_images
 
 SCAS = [sys.executable, "-m", "scas_tf"]
 
@@ -56,6 +55,16 @@ def test_a_diverged_folder_accepts_a_lower_learning_rate_and_nothing_else(tmp_pa
     assert json.loads((tmp_path / "config.json").read_text())["learning_rate"] == 0.1
 
 
+def test_a_field_added_since_a_run_started_counts_as_its_default(tmp_path):
+    config = dataclasses.asdict(TrainConfig())
+    stored = {k: v for k, v in config.items() if k != "label_smoothing"}  # written before the field existed
+    run_dir.claim_config(tmp_path / "config.json", stored)
+    run_dir.claim_config(tmp_path / "config.json", config, run_dir.field_defaults(TrainConfig()))
+    with pytest.raises(ScasError, match="another config .label_smoothing=0.0 there vs 0.1 now"):
+        run_dir.claim_config(tmp_path / "config.json", {**config, "label_smoothing": 0.1},
+                             run_dir.field_defaults(TrainConfig()))
+
+
 def test_diverged_training_stops_with_one_line_and_resumes_with_a_lower_learning_rate(tmp_path):
     args = ["train", "--preset=tiny", "--target_sparsity=0.5", f"--output_dir={tmp_path}"]
     diverged = scas(*args, "--learning_rate=10000")
@@ -75,7 +84,7 @@ def searcher(method, tmp_path):
     3 steps."""
     config = dataclasses.replace(configs.search_preset(method, "tiny"), target_sparsity=0.5,
                                  checkpoint_every_steps=3)
-    splits = limit_images(data.load_splits(config.dataset, validation_fraction=config.validation_fraction), 640)
+    splits = data.limit_images(data.load_splits(config.dataset, validation_fraction=config.validation_fraction), 640)
     return lambda folder: (smash.SmashSearch if method == "smash" else enas.EnasSearch)(config, splits, folder)
 
 

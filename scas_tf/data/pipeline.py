@@ -57,6 +57,18 @@ def load_splits(name, data_dir=None, validation_fraction=0.1, seed=0, tfds_downl
         source=arrays.source)
 
 
+def limit_images(splits, num_images):
+    """The splits with train + validation cut to num_images (0: unchanged), in proportion."""
+    total = len(splits.train) + len(splits.validation)
+    if not num_images or num_images >= total:
+        return splits
+    num_train = round(num_images * len(splits.train) / total)
+    return dataclasses.replace(
+        splits, train=Split(splits.train.images[:num_train], splits.train.labels[:num_train]),
+        validation=Split(splits.validation.images[:num_images - num_train],
+                         splits.validation.labels[:num_images - num_train]))
+
+
 def normalize(images, info):
     """uint8 images -> float32, per-channel standardised with the dataset's statistics."""
     images = tf.cast(images, tf.float32) / 255.0

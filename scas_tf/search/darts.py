@@ -19,13 +19,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 from scas_tf import architectures, data, pruning, trainer
-from scas_tf.data.pipeline import Split
 from scas_tf.config import SearchConfig, option, require_positive
 from scas_tf.errors import ScasError
 from scas_tf.models.darts import SearchNetwork
 from scas_tf.resumable import Resumable
 from scas_tf.run_dir import RunDir, read_json, write_json_atomic, write_text_atomic
-from scas_tf.search.loop import claim_run, final_splits, results_of
+from scas_tf.search.loop import claim_run, final_splits, results_of, search_splits
 from scas_tf.spaces.darts import CELL_TYPES, PRIMITIVES, derive
 
 log = logging.getLogger("scas")
@@ -50,7 +49,6 @@ class DartsConfig(SearchConfig):
     alpha_learning_rate: float = option(3e-4, "Alpha's Adam learning rate.")
     alpha_beta1: float = option(0.5, "Alpha's Adam beta_1 (beta_2 is 0.999).")
     alpha_weight_decay: float = option(1e-3, "L2 decay on alpha.")
-    search_images: int = option(0, "Search on only this many training-set images (0 = all of them).")
     final_filters: int = option(36, "Initial channels of the final network.")
     final_num_layers: int = option(20, "Cells of the final network.")
 
@@ -63,8 +61,6 @@ class DartsConfig(SearchConfig):
             raise ScasError("momentum and alpha_beta1 must be in [0, 1)")
         if min(self.alpha_weight_decay, self.weight_decay, self.grad_clip_norm) < 0:
             raise ScasError("weight decays and grad_clip_norm must not be negative")
-        if self.search_images < 0:
-            raise ScasError(f"search_images must not be negative, got {self.search_images}")
 
     def final_training(self):
         return dict(momentum=self.momentum, nesterov=False, weight_decay=self.weight_decay,
@@ -291,26 +287,14 @@ class DartsSearch:
         self.loop.run_epochs(lambda: self.step, self.search_epoch)
 
 
-def limit_images(splits, num_images):
-    """The splits with train + validation cut to num_images (0: unchanged), in proportion."""
-    total = len(splits.train) + len(splits.validation)
-    if not num_images or num_images >= total:
-        return splits
-    num_train = round(num_images * len(splits.train) / total)
-    return dataclasses.replace(
-        splits, train=Split(splits.train.images[:num_train], splits.train.labels[:num_train]),
-        validation=Split(splits.validation.images[:num_images - num_train],
-                         splits.validation.labels[:num_images - num_train]))
-
-
 def run_search(config, load_splits, run_dir, strategy=None):
     """Search, derive the genotype, write it, train it from scratch; returns the results.
     `load_splits(validation_fraction)` gives the dataset's splits."""
     run = claim_run(config, run_dir)
     if (finished := run.finished_results()) is not None:
         return finished
-    splits = load_splits(config.validation_fraction)
-    search = DartsSearch(config, limit_images(splits, config.search_images), run_dir, strategy)
+    searched, splits = search_splits(config, load_splits)
+    search = DartsSearch(config, searched, run_dir, strategy)
     search.search()
     arch_spec = architectures.spec("darts", search.genotype())
     write_text_atomic(run.path / "architecture.txt", arch_spec + "\n")

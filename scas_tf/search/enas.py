@@ -32,7 +32,7 @@ from scas_tf.models.enas_micro import MicroSupernet
 from scas_tf.resumable import Resumable
 from scas_tf.run_dir import RunDir, read_json, write_json_atomic, write_text_atomic
 from scas_tf.search.controller import MacroController, MicroController
-from scas_tf.search.loop import claim_run, final_splits, results_of
+from scas_tf.search.loop import claim_run, final_splits, results_of, search_splits
 from scas_tf.search.reinforce import Reinforce
 from scas_tf.spaces import enas_macro, enas_micro
 
@@ -342,8 +342,8 @@ def run_search(config, load_splits, run_dir, strategy=None):
     run = claim_run(config, run_dir)
     if (finished := run.finished_results()) is not None:
         return finished
-    splits = load_splits(config.validation_fraction)
-    search = EnasSearch(config, splits, run_dir, strategy)
+    searched, splits = search_splits(config, load_splits)
+    search = EnasSearch(config, searched, run_dir, strategy)
     policy = search.search()
     # Written before the finalists train, so that a rerun trains (or resumes) the same ones.
     candidates_file = run.path / "candidates.json"

@@ -2,14 +2,22 @@
 run folder and splits, and the common part of its results."""
 import dataclasses
 
+from scas_tf import data
 from scas_tf.run_dir import RunDir
 
 
 def claim_run(config, run_dir):
     """Ties run_dir to `config` (a rerun must match it); returns the run."""
     run = RunDir(run_dir)
-    run.claim(dataclasses.asdict(config))
+    run.claim(config)
     return run
+
+
+def search_splits(config, load_splits):
+    """(the splits the search runs on: train + validation cut to config.search_images in
+    proportion, when set; the whole splits, which the final training starts from)."""
+    splits = load_splits(config.validation_fraction)
+    return data.limit_images(splits, config.search_images), splits
 
 
 def final_splits(config, splits, load_splits):

@@ -30,7 +30,7 @@ from scas_tf.errors import ScasError
 from scas_tf.models.smash import SearchNetwork
 from scas_tf.resumable import Resumable
 from scas_tf.run_dir import RunDir, read_json, write_json_atomic, write_text_atomic
-from scas_tf.search.loop import claim_run, final_splits, results_of
+from scas_tf.search.loop import claim_run, final_splits, results_of, search_splits
 from scas_tf.spaces import smash as space_lib
 
 log = logging.getLogger("scas")
@@ -282,8 +282,8 @@ def run_search(config, load_splits, run_dir, strategy=None):
     run = claim_run(config, run_dir)
     if (finished := run.finished_results()) is not None:
         return finished
-    splits = load_splits(config.validation_fraction)
-    search = SmashSearch(config, splits, run_dir, strategy)
+    searched, splits = search_splits(config, load_splits)
+    search = SmashSearch(config, searched, run_dir, strategy)
     search.search()
     scores_file = run.path / "scores.json"
     candidates = search.score_architectures(read_json(scores_file) if scores_file.exists() else [])
