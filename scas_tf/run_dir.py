@@ -127,7 +127,7 @@ def claim_config(path, config, defaults=None):
     if not path.exists():
         write_json_atomic(path, config)
         return
-    previous = {**(defaults or {}), **read_json(path)}
+    previous = {**{k: v for k, v in (defaults or {}).items() if k in config}, **read_json(path)}
     changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
     refused = [k for k in changed if k not in UNOBSERVABLE_FIELDS]
     if refused and all(divergence_remedy(k) for k in refused) and any(path.parent.rglob(DIVERGED_FILE)):
