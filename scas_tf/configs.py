@@ -82,13 +82,16 @@ ENAS_QUICK = dict(dataset="mnist_mini", target_sparsity=0.9, num_layers=4, filte
 
 
 def enas_preset(method, preset):
-    """The EnasConfig of a preset (paper, cpu, quick (macro only) or tiny) for enas_macro or enas_micro."""
+    """The EnasConfig of a preset (paper, cpu, sweep, quick (macro only) or tiny) for enas_macro
+    or enas_micro."""
     paper = ENAS_PAPER[method]
     if preset == "paper":
         return paper
-    overrides = {"cpu": ENAS_CPU, "quick": ENAS_QUICK, "tiny": ENAS_TINY}[preset]
+    overrides = {"cpu": ENAS_CPU, "sweep": ENAS_CPU, "quick": ENAS_QUICK, "tiny": ENAS_TINY}[preset]
     if method == "enas_micro":
-        overrides = {**overrides, **{"cpu": ENAS_CPU_MICRO, "tiny": ENAS_TINY_MICRO}[preset]}
+        overrides = {**overrides, **{"cpu": ENAS_CPU_MICRO, "sweep": ENAS_CPU_MICRO, "tiny": ENAS_TINY_MICRO}[preset]}
+    if preset == "sweep":
+        overrides = {**overrides, **ENAS_SWEEP, **(ENAS_SWEEP_MICRO if method == "enas_micro" else {})}
     return dataclasses.replace(paper, **overrides)
 
 
@@ -132,7 +135,20 @@ SMASH_TINY = dict(dataset="mnist_mini", depth=4, width=2, N=4, N_max=16, max_gro
                   score_batch_size=32, final_epochs=1, final_batch_size=32, validation_fraction=0.2,
                   final_validation_fraction=0.2, log_every_steps=20)
 
-SEARCH_PRESETS = ("paper", "cpu", "quick", "tiny")
+# `sweep`: one target of a sweep (search + final training) in about 10-15 minutes on 2 CPU
+# cores on full MNIST, for the paper's sweeps over target sparsity (experiments/
+# reproduce_table1.sh). Each is its method's `cpu` preset searching on a subset of the training
+# set (--search_images) with the final network trained for one epoch on all of it; what else
+# shrinks is beside each. See the README for the measured cost of each.
+ENAS_SWEEP = dict(search_images=20_000, final_epochs=1, final_filters=16)  # final width 32 -> 16
+ENAS_SWEEP_MICRO = dict(search_images=6_000, final_num_layers=2, final_filters=12)  # final 4 x 24 -> 2 x 12
+DARTS_SWEEP = dict(search_images=6_000, epochs=2, final_epochs=1)  # 4 search epochs -> 2
+# Banks and ops at half the cpu preset's width (N 8 -> 4, N_max 32 -> 16); 30 architectures
+# scored on 500 validation images instead of 70 on 1,000.
+SMASH_SWEEP = dict(search_images=20_000, N=4, N_max=16, num_random=20, num_perturbed=5, num_markov=5,
+                   score_images=500, final_epochs=1)
+
+SEARCH_PRESETS = ("paper", "cpu", "sweep", "quick", "tiny")
 QUICK_METHOD = "enas_macro"
 SEARCH_METHODS = (*ENAS_METHODS, "darts", "smash")
 
@@ -145,7 +161,7 @@ def config_class(method=None):
 
 
 def search_preset(method, preset):
-    """The config of a search preset (paper, cpu, quick or tiny) for a search method."""
+    """The config of a search preset (paper, cpu, sweep, quick or tiny) for a search method."""
     if method not in SEARCH_METHODS:
         raise ScasError(f"unknown method {method!r}; choose one of {', '.join(SEARCH_METHODS)}")
     if preset not in SEARCH_PRESETS:
@@ -154,5 +170,6 @@ def search_preset(method, preset):
         raise ScasError(f"the quick preset is for --method={QUICK_METHOD}; use --preset=tiny or cpu for {method}")
     if method in ENAS_METHODS:
         return enas_preset(method, preset)
-    paper, cpu, tiny = (DARTS_PAPER, DARTS_CPU, DARTS_TINY) if method == "darts" else (SMASH_PAPER, SMASH_CPU, SMASH_TINY)
-    return dataclasses.replace(paper, **{"paper": {}, "cpu": cpu, "tiny": tiny}[preset])
+    paper, cpu, sweep, tiny = ((DARTS_PAPER, DARTS_CPU, DARTS_SWEEP, DARTS_TINY) if method == "darts" else
+                               (SMASH_PAPER, SMASH_CPU, SMASH_SWEEP, SMASH_TINY))
+    return dataclasses.replace(paper, **{"paper": {}, "cpu": cpu, "sweep": {**cpu, **sweep}, "tiny": tiny}[preset])

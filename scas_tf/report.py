@@ -25,6 +25,7 @@ from scas_tf.run_dir import UNOBSERVABLE_FIELDS, field_defaults, read_json, writ
 MAX_DROP = 0.01  # the paper's "<1% drop": test accuracy below the 0% run's by less than 1 point
 METHOD_ORDER = ("enas_macro", "enas_micro", "darts", "smash")
 DATASET_ORDER = ("mnist", "cifar10", "cifar100")
+READING_FILE = "reading.md"  # in a report's folder: a person's reading of the results, kept across rewrites
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,7 +311,7 @@ def commands_markdown(folders, runs):
     return ("    " + "\n    ".join(lines) + "\n") if lines else "Not recorded in these folders.\n"
 
 
-def report_markdown(folders, runs, rows, without_baseline, figures):
+def report_markdown(folders, runs, rows, without_baseline, figures, reading):
     parts = [f"# SCAS report\n\nMade {datetime.datetime.now():%Y-%m-%d %H:%M} by `scas report "
              f"{' '.join(str(f) for f in folders)}` from {len(runs)} finished runs.\n",
              "## Table 1: reduction at less than 1 point drop of test accuracy\n",
@@ -323,6 +324,8 @@ def report_markdown(folders, runs, rows, without_baseline, figures):
              table1_markdown(rows) if rows else "No series has a 0% run: no table.\n"]
     if without_baseline:
         parts.append("Left out (no 0% run): " + "; ".join(without_baseline) + ".\n")
+    if reading:
+        parts += ["## Reading\n", reading.strip() + "\n"]
     parts.append("## Figure 4 and Pareto plots\n")
     parts += [f"![{stem.name}]({stem.name}.png)\n" for stem in figures]
     parts += ["## Runs\n", runs_markdown(runs), "## Commands\n", commands_markdown(folders, runs)]
@@ -331,7 +334,9 @@ def report_markdown(folders, runs, rows, without_baseline, figures):
 
 def write_report(folders, output):
     """Writes table1.md, table1.csv, figure4_<dataset> and pareto_<dataset> (.png, .svg),
-    report.md, and the table as TensorBoard text in <output>/tensorboard."""
+    report.md, and the table as TensorBoard text in <output>/tensorboard. A reading.md in
+    <output>, someone's reading of the results, goes into report.md after the table; it is
+    kept apart because report.md is rewritten with every new run."""
     runs = find_runs(folders)
     if not runs:
         raise ScasError(f"no finished run (a folder with results.json) in {', '.join(map(str, folders))}")
@@ -345,7 +350,8 @@ def write_report(folders, output):
     markdown = table1_markdown(rows)
     write_text_atomic(output / "table1.md", markdown)
     write_text_atomic(output / "table1.csv", table1_csv(rows))
-    write_text_atomic(output / "report.md", report_markdown(folders, runs, rows, without_baseline, figures))
+    reading = (output / READING_FILE).read_text() if (output / READING_FILE).exists() else ""
+    write_text_atomic(output / "report.md", report_markdown(folders, runs, rows, without_baseline, figures, reading))
     with tf.summary.create_file_writer(str(output / "tensorboard")).as_default():
         tf.summary.text("table1", markdown, step=0)
     return rows

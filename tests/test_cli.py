@@ -66,7 +66,9 @@ def test_killed_run_resumes_and_finishes_with_the_same_step_count(tmp_path):
             f"--output_dir={tmp_path}"]
     process = subprocess.Popen([*SCAS, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while not list((tmp_path / "checkpoints").glob("ckpt-*.index")) and time.time() < deadline:
+    # CheckpointManager writes ckpt-N.index before the "checkpoint" state file that names it;
+    # a kill between the two leaves nothing to resume from.
+    while not (tmp_path / "checkpoints" / "checkpoint").exists() and time.time() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGSTOP)  # still holding its folder
     second = scas(*args)

@@ -97,6 +97,8 @@ def test_report_through_the_cli_writes_tables_figures_and_report(tmp_path):
     (tmp_path / "sweeps" / "darts" / "commands.txt").write_text("scas sweep --method=darts --targets=0,0.5,0.9\n")
     write_run(tmp_path / "runs" / "small_cnn", 0.9, 0.98, method="small_cnn", search=False)
     output = tmp_path / "report"
+    output.mkdir()
+    (output / "reading.md").write_text("DARTS keeps its accuracy longest.\n")
     result = subprocess.run([*SCAS, "report", str(tmp_path / "sweeps"), str(tmp_path / "runs"), f"--output={output}"],
                             capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -110,6 +112,7 @@ def test_report_through_the_cli_writes_tables_figures_and_report(tmp_path):
     text = (output / "report.md").read_text()
     assert "scas sweep --method=darts --targets=0,0.5,0.9" in text and "Test CPU, 2 cores" in text
     assert "small_cnn on mnist" in text  # a series without a 0% run is named, not dropped
+    assert "## Reading\n\nDARTS keeps its accuracy longest.\n" in text
     import matplotlib.image
     for name in ("figure4_mnist", "pareto_mnist"):
         assert (output / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

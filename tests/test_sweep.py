@@ -1,6 +1,7 @@
 """`scas sweep`: a killed sweep resumes without redoing finished targets, processes sharing a
 sweep folder never run one target twice, and a sweep folder keeps its configuration."""
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import nbformat
 import pytest
 
 from conftest import REPO
-from scas_tf import run_dir, sweep
+from scas_tf import report, run_dir, sweep
 from scas_tf.errors import ScasError
 
 SCAS = [sys.executable, "-m", "scas_tf"]
@@ -134,3 +135,25 @@ def test_notebook_runs_headless(killed_sweep, tmp_path, monkeypatch):
     assert (folder / "report" / "figure4_mnist_mini.png").exists()
     images = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 2
+
+
+def test_collected_results_report_as_the_sweep_does(killed_sweep, tmp_path, monkeypatch):
+    """experiments/collect_results.py copies what the report reads (and nothing of an
+    unfinished target, checkpoints or event files); the copies give the sweep's own Table 1."""
+    sweep_folder = tmp_path / "sweep"
+    shutil.copytree(killed_sweep[0], sweep_folder, ignore=shutil.ignore_patterns("report"))
+    (sweep_folder / "s0.5").mkdir()
+    (sweep_folder / "s0.5" / "config.json").write_text("{}")  # a target still running
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # as experiments/reproduce_table1.sh runs it
+    collected = subprocess.run([sys.executable, "experiments/collect_results.py", str(sweep_folder),
+                                str(tmp_path / "results")], capture_output=True, text=True, cwd=REPO)
+    assert collected.returncode == 0, collected.stderr
+    assert collected.stdout.strip() == f"{tmp_path / 'results'}: 2 finished target(s): s0, s0.9"
+    files = sorted(str(p.relative_to(tmp_path / "results")) for p in (tmp_path / "results").rglob("*"))
+    assert files == sorted(["commands.txt", "sweep.json", "s0", "s0.9", *(
+        f"{target}/{name}" for target in ("s0", "s0.9") for name in ("architecture.txt", "config.json", "results.json"))])
+    report.write_report([sweep_folder], tmp_path / "from_runs")
+    report.write_report([tmp_path / "results"], tmp_path / "from_copies")
+    from_copies = (tmp_path / "from_copies" / "table1.md").read_text()
+    from_runs = (tmp_path / "from_runs" / "table1.md").read_text()
+    assert from_copies.replace(str(tmp_path / "results"), "FOLDER") == from_runs.replace(str(sweep_folder), "FOLDER")

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Re-runs the sweeps behind experiments/results/mnist and experiments/results/cifar10 (the
+# paper's Table 1 and Figure 4 at CPU scale, `--preset=sweep`) and refreshes the committed
+# copies and reports.
+#
+#   bash experiments/reproduce_table1.sh
+#   SWEEPS=/big/disk DATA=/datasets RESULTS=/elsewhere bash experiments/reproduce_table1.sh
+#
+# Run folders live in $SWEEPS (default ../sweeps, outside the work tree). Each target is one
+# `scas sweep` call: a finished target is skipped, an interrupted one resumes, one another
+# process holds is skipped. After each, its small files are copied into $RESULTS and the
+# dataset's report is redone, so stopping the script at any point loses no finished target.
+# Targets run in an order that makes a partial run useful: the ends of the range first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's code, installed or not
+SWEEPS=${SWEEPS:-../sweeps}
+DATA=${DATA:-../shared/data}
+RESULTS=${RESULTS:-experiments/results}
+MNIST_TARGETS="0.9 0 0.5 0.8 0.7 0.3 0.6 0.4 0.2 0.1"
+CIFAR10_TARGETS="0.9 0 0.5 0.8"
+
+sweep_target() {  # dataset method target [extra scas flags]
+  local dataset=$1 method=$2 target=$3
+  shift 3
+  python -m scas_tf sweep --method="$method" --preset=sweep --dataset="$dataset" --data_dir="$DATA" \
+    --targets="$target" --output_dir="$SWEEPS/$method-$dataset" "$@"
+  python experiments/collect_results.py "$SWEEPS/$method-$dataset" "$RESULTS/$dataset/$method"
+  python -m scas_tf report "$RESULTS/$dataset" --output="$RESULTS/$dataset/report"
+}
+
+for target in $MNIST_TARGETS; do
+  for method in enas_macro enas_micro darts smash; do sweep_target mnist "$method" "$target"; done
+done
+# The CIFAR-10 copy beside the checkout has 10,000 training images (data_batch_1), JPEG-derived.
+for target in $CIFAR10_TARGETS; do
+  for method in enas_micro darts; do sweep_target cifar10 "$method" "$target" --allow_partial_data; done
+done
