@@ -20,7 +20,8 @@ setup(
     ],
     extras_require={
         "report": ["matplotlib>=3.5"],  # scas report's figures
-        "test": ["pytest>=7", "matplotlib>=3.5", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6"],
+        "export": ["ai-edge-litert>=2.0"],  # scas export's interpreter (tf.lite.Interpreter is deprecated)
+        "test": ["pytest>=7", "matplotlib>=3.5", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6", "ai-edge-litert>=2.0"],
     },
     entry_points={"console_scripts": ["scas=scas_tf.console:main"]},
 )

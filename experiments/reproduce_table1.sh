@@ -33,6 +33,9 @@ for target in $MNIST_TARGETS; do
   for method in enas_macro enas_micro darts smash; do sweep_target mnist "$method" "$target"; done
 done
 # The CIFAR-10 copy beside the checkout has 10,000 training images (data_batch_1), JPEG-derived.
+# Eight final epochs on its 9,000 training images cost about what two on MNIST's 54,000 do.
 for target in $CIFAR10_TARGETS; do
-  for method in enas_micro darts; do sweep_target cifar10 "$method" "$target" --allow_partial_data; done
+  for method in enas_micro darts; do
+    sweep_target cifar10 "$method" "$target" --allow_partial_data --final_epochs=8
+  done
 done

@@ -7,6 +7,7 @@
     scas train --arch_file=runs/search/architecture.txt --target_sparsity=0.9
     scas sweep --method=smash --preset=cpu --targets=0,0.5,0.9 --output_dir=sweeps/smash-mnist
     scas report sweeps/smash-mnist sweeps/darts-mnist --output=reports/mnist
+    scas export runs/enas_macro-mnist-s0.9 --quantize=dynamic --nosparse
 
 Flags left out take their value from --preset; every field of TrainConfig, EnasConfig, DartsConfig and SmashConfig
 is a flag. Errors in the user's input are reported as one line (`scas: error: ...`), exit status 2.
@@ -19,7 +20,7 @@ from pathlib import Path
 from absl import app, flags
 
 import scas_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from scas_tf import architectures, configs, console, data, distribute, report, sweep, trainer
+from scas_tf import architectures, configs, console, data, distribute, litert, report, sweep, trainer
 from scas_tf.errors import ScasError
 from scas_tf.run_dir import held, write_text_atomic
 from scas_tf.search import darts, enas, smash
@@ -62,6 +63,11 @@ flags.DEFINE_bool("tfds_download", False, "Let tensorflow_datasets download a da
 flags.DEFINE_string("targets", "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
                     "sweep: comma-separated target sparsities, one search each (the paper's ten by default).")
 flags.DEFINE_string("output", None, "report: folder for Table 1, Figure 4, the Pareto plots and report.md.")
+flags.DEFINE_enum("format", "litert", ["litert"], "export: the deployment format.")
+flags.DEFINE_enum("quantize", "none", list(litert.QUANTIZATIONS),
+                  "export: none (float), dynamic (int8 weights) or int8 (weights and activations, "
+                  "calibrated on training images).")
+flags.DEFINE_bool("sparse", True, "export: store weights in LiteRT's sparse encoding.")
 flags.DEFINE_enum("strategy", "auto", list(distribute.STRATEGIES),
                   "tf.distribute strategy: auto picks a TPU, several GPUs, or the default device.")
 FLAGS = flags.FLAGS
@@ -184,16 +190,39 @@ def report_command(folders):
     print(f"report of {len(folders)} folder(s): {output / 'report.md'}")
 
 
+def export_command(folders):
+    if len(folders) != 1:
+        raise ScasError(f"`scas export` takes one run folder, got {len(folders)}")
+    folder = Path(folders[0])
+    wanted = litert.Variant(FLAGS.quantize, FLAGS.sparse)
+    summary = litert.export_run(folder, lambda config: data.load_splits(
+        config["dataset"], FLAGS.data_dir, config["validation_fraction"], config["seed"], FLAGS.tfds_download,
+        allow_partial_data=FLAGS.allow_partial_data), wanted)
+    print(f"{folder / 'export' / 'model.tflite'}: {wanted.name}, " + export_line(summary["variants"][wanted.name]))
+    print(f"every variant, measured in this run: {folder / 'export' / 'export.json'}")
+
+
+def export_line(figures):
+    line = (f"{figures['bytes'] / 1024:,.0f} KiB, weight sparsity {figures['weight_sparsity']:.3f}, "
+            f"test accuracy {figures.get('test_accuracy', float('nan')):.4f}")
+    for runtime, timings in figures["runtimes"].items():
+        line += f"; {runtime}: " + (timings["error"] if "error" in timings else ", ".join(
+            f"{t['median_ms']:.2f} ms ({threads.replace('_', ' ')})" for threads, t in timings.items()))
+    return line
+
+
+FOLDER_COMMANDS = {"report": report_command, "export": export_command}
 COMMANDS = {"train": train_command, "search": search_command, "sweep": sweep_command}
 
 
 def main(argv):
-    if len(argv) < 2 or argv[1] not in [*COMMANDS, "report"] or (argv[1] != "report" and len(argv) != 2):
-        raise app.UsageError(f"expected one command, one of: {', '.join([*COMMANDS, 'report'])}; got {argv[1:]}")
+    commands = [*COMMANDS, *FOLDER_COMMANDS]
+    if len(argv) < 2 or argv[1] not in commands or (argv[1] in COMMANDS and len(argv) != 2):
+        raise app.UsageError(f"expected one command, one of: {', '.join(commands)}; got {argv[1:]}")
     console.quiet_libraries(FLAGS.verbosity >= 1)
     try:
-        if argv[1] == "report":
-            report_command(argv[2:])
+        if argv[1] in FOLDER_COMMANDS:
+            FOLDER_COMMANDS[argv[1]](argv[2:])
         else:
             COMMANDS[argv[1]](config_from_flags(argv[1]))
     except (ScasError, OSError) as e:  # OSError: e.g. an output_dir that cannot be written

@@ -138,15 +138,17 @@ SMASH_TINY = dict(dataset="mnist_mini", depth=4, width=2, N=4, N_max=16, max_gro
 # `sweep`: one target of a sweep (search + final training) in about 10-15 minutes on 2 CPU
 # cores on full MNIST, for the paper's sweeps over target sparsity (experiments/
 # reproduce_table1.sh). Each is its method's `cpu` preset searching on a subset of the training
-# set (--search_images) with the final network trained for one epoch on all of it; what else
-# shrinks is beside each. See the README for the measured cost of each.
-ENAS_SWEEP = dict(search_images=20_000, final_epochs=1, final_filters=16)  # final width 32 -> 16
-ENAS_SWEEP_MICRO = dict(search_images=6_000, final_num_layers=2, final_filters=12)  # final 4 x 24 -> 2 x 12
-DARTS_SWEEP = dict(search_images=6_000, epochs=2, final_epochs=1)  # 4 search epochs -> 2
+# set (--search_images) and training the found network for two epochs on all of it (pruning
+# ends 60-75% of the way in, leaving at least half an epoch to recover); what else shrinks is
+# beside each.
+# See the README for the measured cost of each.
+ENAS_SWEEP = dict(search_images=12_000, final_epochs=2, final_filters=16)  # final width 32 -> 16
+ENAS_SWEEP_MICRO = dict(search_images=4_000, final_num_layers=2, final_filters=12)  # final 4 x 24 -> 2 x 12
+DARTS_SWEEP = dict(search_images=4_000, epochs=2, final_epochs=2, final_filters=12)  # 4 search epochs -> 2, C 16 -> 12
 # Banks and ops at half the cpu preset's width (N 8 -> 4, N_max 32 -> 16); 30 architectures
 # scored on 500 validation images instead of 70 on 1,000.
 SMASH_SWEEP = dict(search_images=20_000, N=4, N_max=16, num_random=20, num_perturbed=5, num_markov=5,
-                   score_images=500, final_epochs=1)
+                   score_images=500, final_epochs=2)
 
 SEARCH_PRESETS = ("paper", "cpu", "sweep", "quick", "tiny")
 QUICK_METHOD = "enas_macro"

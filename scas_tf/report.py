@@ -18,13 +18,14 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from scas_tf import configs, paper
+from scas_tf import configs, litert, paper
 from scas_tf.errors import ScasError
 from scas_tf.run_dir import UNOBSERVABLE_FIELDS, field_defaults, read_json, write_bytes_atomic, write_text_atomic
 
 MAX_DROP = 0.01  # the paper's "<1% drop": test accuracy below the 0% run's by less than 1 point
 METHOD_ORDER = ("enas_macro", "enas_micro", "darts", "smash")
 DATASET_ORDER = ("mnist", "cifar10", "cifar100")
+VARIANT_ORDER = tuple(v.name for v in litert.VARIANTS)
 READING_FILE = "reading.md"  # in a report's folder: a person's reading of the results, kept across rewrites
 
 
@@ -300,6 +301,27 @@ def runs_markdown(runs):
     return "\n".join(lines) + "\n"
 
 
+def exports_markdown(runs):
+    """Per run with a `scas export` (export/export.json): each LiteRT variant's size, weight
+    sparsity in the file, test accuracy and batch-1 median latency per runtime and thread count."""
+    exported = [(r, read_json(r.folder / "export" / "export.json")) for r in runs
+                if (r.folder / "export" / "export.json").exists()]
+    if not exported:
+        return ""
+    columns = [(runtime, threads) for runtime in litert.RUNTIMES for threads in litert.THREADS]
+    lines = ["| Run | Variant | KiB | Weight sparsity | Test acc. | " + " | ".join(
+        f"{runtime} {threads}T ms" for runtime, threads in columns) + " |", "|" + "---|" * (5 + len(columns))]
+    for run, export in exported:
+        for name, figures in sorted(export["variants"].items(), key=lambda item: ordered(item[0], VARIANT_ORDER)):
+            if "error" in figures:
+                lines.append(f"| {run.folder} | {name} | conversion failed: {figures['error']} |")
+                continue
+            cells = [litert.latency_cell(figures["runtimes"], runtime, threads) for runtime, threads in columns]
+            lines.append(f"| {run.folder} | {name} | {figures['bytes'] / 1024:,.0f} | {figures['weight_sparsity']:.3f} "
+                         f"| {100 * figures['test_accuracy']:.2f}% | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def commands_markdown(folders, runs):
     """The commands recorded (commands.txt) in the folders given, their runs and sweeps."""
     places = {Path(f) for f in folders} | {r.folder for r in runs} | {r.folder.parent for r in runs}
@@ -328,7 +350,11 @@ def report_markdown(folders, runs, rows, without_baseline, figures, reading):
         parts += ["## Reading\n", reading.strip() + "\n"]
     parts.append("## Figure 4 and Pareto plots\n")
     parts += [f"![{stem.name}]({stem.name}.png)\n" for stem in figures]
-    parts += ["## Runs\n", runs_markdown(runs), "## Commands\n", commands_markdown(folders, runs)]
+    parts += ["## Runs\n", runs_markdown(runs)]
+    if exports := exports_markdown(runs):
+        parts += ["## LiteRT exports (`scas export`)\n", "Median of 100 batch-1 runs, measured in one process per "
+                  "run; `-`: the runtime could not prepare the variant (see export.json).\n", exports]
+    parts += ["## Commands\n", commands_markdown(folders, runs)]
     return "\n".join(parts)
 
 
