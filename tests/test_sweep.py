@@ -1,5 +1,6 @@
 """`scas sweep`: a killed sweep resumes without redoing finished targets, processes sharing a
 sweep folder never run one target twice, and a sweep folder keeps its configuration."""
+import dataclasses
 import json
 import shutil
 import signal
@@ -12,8 +13,9 @@ import nbclient
 import nbformat
 import pytest
 
-from conftest import REPO
-from scas_tf import report, run_dir, sweep
+from conftest import REPO, charts_without_data, summaries
+from scas_tf import configs, report, run_dir, sweep
+from scas_tf.search import enas
 from scas_tf.errors import ScasError
 
 SCAS = [sys.executable, "-m", "scas_tf"]
@@ -109,6 +111,17 @@ def test_killed_sweep_resumes_without_redoing_finished_targets(killed_sweep):
     assert "scas " + " ".join(args) in (folder / "commands.txt").read_text()
 
 
+def test_every_target_is_a_tensorboard_run_with_the_same_tags(killed_sweep):
+    """TensorBoard on a sweep folder shows each target's search as a run: the same tags in
+    each (so none names its target or folder) and curves that compare, the dashboard's charts
+    all with data, and the controller's policy images."""
+    folder, *_ = killed_sweep
+    zero, sparse = (summaries(folder / target / "tensorboard").keys() for target in ("s0", "s0.9"))
+    assert zero == sparse
+    assert {"controller/policy/ops", "controller/policy/skips", "custom_scalars__config__"} <= zero
+    assert not charts_without_data(enas.dashboard("enas_macro"), zero)
+
+
 def test_sweep_folder_keeps_its_config(killed_sweep):
     folder, args, _, _ = killed_sweep
     other = scas(*args, "--seed=1")
@@ -157,3 +170,14 @@ def test_collected_results_report_as_the_sweep_does(killed_sweep, tmp_path, monk
     from_copies = (tmp_path / "from_copies" / "table1.md").read_text()
     from_runs = (tmp_path / "from_runs" / "table1.md").read_text()
     assert from_copies.replace(str(tmp_path / "results"), "FOLDER") == from_runs.replace(str(sweep_folder), "FOLDER")
+
+
+@pytest.mark.parametrize("method", configs.SEARCH_METHODS)
+def test_sweep_preset_is_the_cpu_preset_on_a_smaller_budget(method):
+    """The sweep preset keeps its method's cpu structure; only budget fields differ."""
+    cpu, small = (dataclasses.asdict(configs.search_preset(method, p)) for p in ("cpu", "sweep"))
+    changed = {k for k in cpu if cpu[k] != small[k]}
+    budget = {"search_images", "epochs", "final_epochs", "final_filters", "final_num_layers", "N", "N_max",
+              "num_random", "num_perturbed", "num_markov", "score_images"}
+    assert "search_images" in changed and changed <= budget, changed
+    assert small["final_epochs"] == 2 and small["dataset"] == "mnist"
