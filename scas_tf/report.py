@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from scas_tf import configs, litert, paper
 from scas_tf.errors import ScasError
+from scas_tf.figures import INSTALL_MATPLOTLIB, has_matplotlib, new_figure
 from scas_tf.run_dir import UNOBSERVABLE_FIELDS, field_defaults, read_json, write_bytes_atomic, write_text_atomic
 
 MAX_DROP = 0.01  # the paper's "<1% drop": test accuracy below the 0% run's by less than 1 point
@@ -198,16 +199,6 @@ def pareto_front(runs, cost):
 SIZES = (("nonzero_params", "non-zero parameters"), ("sparse_macs", "sparse MACs per image"))
 
 
-def pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise ScasError('scas report draws with matplotlib: pip install -e ".[report]"') from None
-    matplotlib.use("Agg")  # headless: files only
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def log_axis(axis):
     """A log axis labelled 30k, 1M, ... at decades and in between, without overlapping labels."""
     from matplotlib import ticker
@@ -232,12 +223,12 @@ def save(figure, stem):
 def plot_figure4(runs, dataset, stem):
     """(a) test accuracy and non-zero params, (b) test accuracy and sparse MACs, against the
     target sparsity: accuracy solid on the left axis, size dashed on the right (log) axis."""
-    plt = pyplot()
     groups = {k: v for k, v in series_of(runs).items() if k[0] == dataset}
-    figure, axes = plt.subplots(1, 2, figsize=(14, 5.5))
-    for panel, ((field, what), ax) in enumerate(zip(SIZES, axes)):
+    figure = new_figure(figsize=(14, 5.5))
+    for panel, ((field, what), ax) in enumerate(zip(SIZES, figure.subplots(1, 2))):
         size_ax = ax.twinx()
-        for color, (key, members) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4, groups.items()):
+        for index, (key, members) in enumerate(groups.items()):
+            color = f"C{index % 10}"  # the colour cycle's: a series' two lines share it
             targets = [100 * r.target for r in members]
             ax.plot(targets, [100 * r.test_accuracy for r in members], "o-", color=color,
                     label=f"{series_label(key, groups)}: test accuracy")
@@ -256,17 +247,15 @@ def plot_figure4(runs, dataset, stem):
                   bbox_to_anchor=(0.5, -0.14), ncol=2)
     figure.tight_layout(w_pad=3)
     save(figure, stem)
-    plt.close(figure)
 
 
 def plot_pareto(runs, dataset, stem):
     """Test accuracy against non-zero params and against sparse MACs, every run a point, the
     non-dominated ones ringed and joined."""
-    plt = pyplot()
     members = [r for r in runs if r.dataset == dataset]
     groups = series_of(members)
-    figure, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-    for (field, what), ax in zip(SIZES, axes):
+    figure = new_figure(figsize=(13, 4.8))
+    for (field, what), ax in zip(SIZES, figure.subplots(1, 2)):
         for key, series in groups.items():
             ax.scatter([getattr(r, field) for r in series], [100 * r.test_accuracy for r in series],
                        label=series_label(key, groups), zorder=2)
@@ -287,7 +276,6 @@ def plot_pareto(runs, dataset, stem):
         ax.legend(fontsize="small", loc="lower right")
     figure.tight_layout(w_pad=3)
     save(figure, stem)
-    plt.close(figure)
 
 
 def runs_markdown(runs):
@@ -363,6 +351,8 @@ def write_report(folders, output):
     report.md, and the table as TensorBoard text in <output>/tensorboard. A reading.md in
     <output>, someone's reading of the results, goes into report.md after the table; it is
     kept apart because report.md is rewritten with every new run."""
+    if not has_matplotlib():
+        raise ScasError(f"scas report draws with matplotlib: {INSTALL_MATPLOTLIB}")
     runs = find_runs(folders)
     if not runs:
         raise ScasError(f"no finished run (a folder with results.json) in {', '.join(map(str, folders))}")

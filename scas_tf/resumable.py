@@ -13,6 +13,7 @@ import time
 
 import tensorflow as tf
 
+from scas_tf import figures
 from scas_tf.errors import ScasError
 from scas_tf.run_dir import DIVERGED_FILE, read_json, write_json_atomic
 
@@ -58,10 +59,12 @@ class Resumable:
         self.start_step = self.saved_step = step
         self.started = self.marked = time.perf_counter()
 
-    def run_epochs(self, current_step, run_epoch):
+    def run_epochs(self, current_step, run_epoch, dashboard=None):
         """Resumes at the latest checkpoint, then runs run_epoch(epoch) until current_step()
-        reaches the last step, with TensorBoard summaries going to the run's folder."""
-        if self.manager.latest_checkpoint:
+        reaches the last step, with TensorBoard summaries going to the run's folder; a fresh
+        run starts them with its `dashboard` (figures.write_dashboard's title and charts)."""
+        fresh = not self.manager.latest_checkpoint
+        if not fresh:
             self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
             log.info("resuming %s at step %d of %d", self.run.path, current_step(), self.total_steps)
         diverged = self.run.path / DIVERGED_FILE
@@ -70,6 +73,8 @@ class Resumable:
         self.start_clock(current_step())
         writer = tf.summary.create_file_writer(str(self.run.tensorboard))
         with writer.as_default():
+            if fresh and dashboard:
+                figures.write_dashboard(*dashboard)
             while current_step() < self.total_steps:
                 run_epoch(current_step() // self.steps_per_epoch)
         writer.close()

@@ -152,6 +152,26 @@ def test_micro_controller_starts_favouring_separable_ops_as_the_reference():
         assert abs(share - expected) < 0.02, (cell, share, expected)
 
 
+def test_policy_probabilities_are_the_marginals_of_the_architectures_sample_draws():
+    """sample_with_policy draws what sample draws from the same generator state, and each
+    decision's mean probability is the rate at which samples make each choice there."""
+    controller = MacroController(NUM_LAYERS, len(enas_macro.OPS), lstm_size=16, seed=3)
+    controller.sample(1)
+    for weight in controller.trainable_weights:  # a peaked policy, its choices depending on earlier ones
+        weight.assign(20 * weight)
+    controller.rng.reset_from_seed(7)
+    actions = controller.sample(4000)[0].numpy()
+    controller.rng.reset_from_seed(7)
+    again, *_, probabilities = controller.sample_with_policy(4000)
+    np.testing.assert_array_equal(again.numpy(), actions)
+    assert [p.shape[0] for p in probabilities] == [
+        size for layer in range(NUM_LAYERS) for size in [len(enas_macro.OPS)] + [2] * layer]
+    frequencies = [np.bincount(actions[:, position], minlength=p.shape[0]) / len(actions)
+                   for position, p in enumerate(probabilities)]
+    np.testing.assert_allclose(np.concatenate(probabilities), np.concatenate(frequencies), atol=0.04)
+    assert min(p.numpy().max() - 1 / p.shape[0] for p in probabilities) > 0.05  # no decision near uniform
+
+
 def test_no_two_controller_weights_start_equal():
     for controller in (MacroController(12, 6, seed=0), MicroController(seed=0)):
         controller.sample(1)  # builds every weight

@@ -8,9 +8,8 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.util import event_pb2
 
-from conftest import REPO, Killed, checkpointed_values, killed_after_checkpoint
+from conftest import REPO, Killed, charts_without_data, checkpointed_values, killed_after_checkpoint, summaries
 from scas_tf import architectures, configs, data, pruning, trainer
 from scas_tf.search import darts
 
@@ -124,14 +123,6 @@ def scas(*args):
     return subprocess.run([*SCAS, *args], capture_output=True, text=True, cwd=REPO, timeout=900)
 
 
-def summary_tags(folder):
-    tags = set()
-    for path in folder.glob("events.out.tfevents.*"):
-        for record in tf.data.TFRecordDataset(str(path)):
-            tags |= {value.tag for value in event_pb2.Event.FromString(record.numpy()).summary.value}
-    return tags
-
-
 def test_tiny_search_killed_mid_epoch_resumes_through_the_cli_and_ends_as_an_uninterrupted_one(tmp_path):
     """Stopped right after its step-3 checkpoint, the search resumes there through the CLI,
     ends with every checkpointed variable equal to an uninterrupted search's, derives its
@@ -167,8 +158,10 @@ def test_tiny_search_killed_mid_epoch_resumes_through_the_cli_and_ends_as_an_uni
     assert [h["epoch"] for h in history] == [1] and history[-1]["genotype"] == genotype.to_text()
     alpha = json.loads((folder / "alpha.json").read_text())["softmax_alpha"]
     assert np.allclose(np.sum(alpha["normal"], axis=1), 1.0, atol=1e-4)
-    assert {"alpha/normal", "alpha/reduce", "genotype", "sparsity/achieved", "train/loss"} <= summary_tags(
-        folder / "tensorboard")
+    tags = summaries(folder / "tensorboard").keys()
+    assert {"alpha/normal", "alpha/reduce", "genotype", "sparsity/achieved", "train/loss"} <= tags
+    assert not charts_without_data(darts.DASHBOARD, tags)
+    assert (folder / "alpha.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (folder / "final" / "saved_model").is_dir()
 
     again = scas(*args)

@@ -33,12 +33,13 @@ MICRO_NORMAL_FIXED_BIAS = (0.25, 0.25, -0.25, -0.25, -0.25)  # constant, normal 
 
 
 class Rollout:
-    """One batch of architectures being sampled (or scored): the chosen actions by position,
-    and the summed log-probability, entropy and skip penalty per architecture."""
+    """One batch of architectures being sampled (or scored): the chosen actions and the
+    choices' log-probabilities by position, and the summed log-probability, entropy and skip
+    penalty per architecture."""
 
     def __init__(self, controller, batch_size, forced):
         self.controller, self.forced = controller, forced
-        self.actions = {}
+        self.actions, self.log_probs = {}, {}
         self.log_prob = self.entropy = self.skip_kl = tf.zeros([batch_size])
 
     def choose(self, logits, position):
@@ -51,6 +52,7 @@ class Rollout:
         self.log_prob += tf.gather(log_p, action, batch_dims=1)
         self.entropy += -tf.reduce_sum(tf.exp(log_p) * log_p, axis=-1)
         self.actions[position] = action[:, None]
+        self.log_probs[position] = log_p
         return action
 
     def choose_each(self, logits, position):
@@ -102,6 +104,15 @@ class Controller(keras.Model):
     def sample(self, batch_size):
         """Samples architectures: (actions [B, num_actions] int32, log_prob, entropy, skip_kl)."""
         return self.run_policy(Rollout(self, batch_size, None), batch_size)
+
+    def sample_with_policy(self, batch_size):
+        """sample(batch_size), drawing the same architectures, plus the policy's marginal
+        probabilities: per decision (in action order), each choice's probability given the
+        earlier decisions, averaged over the batch. That is the probability that sample()
+        makes that choice there, with far less noise than counting the batch's choices."""
+        rollout = Rollout(self, batch_size, None)
+        sampled = self.run_policy(rollout, batch_size)
+        return (*sampled, [tf.reduce_mean(tf.exp(rollout.log_probs[p]), axis=0) for p in sorted(rollout.log_probs)])
 
     def score(self, actions):
         """Log-probability, entropy and skip penalty [B] of given actions, differentiably."""

@@ -18,19 +18,27 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from scas_tf import architectures, data, pruning, trainer
+from scas_tf import architectures, data, figures, pruning, trainer
 from scas_tf.config import SearchConfig, option, require_positive
 from scas_tf.errors import ScasError
 from scas_tf.models.darts import SearchNetwork
 from scas_tf.resumable import Resumable
 from scas_tf.run_dir import RunDir, read_json, write_json_atomic, write_text_atomic
 from scas_tf.search.loop import claim_run, final_splits, results_of, search_splits
-from scas_tf.spaces.darts import CELL_TYPES, PRIMITIVES, derive
+from scas_tf.spaces.darts import CELL_TYPES, PRIMITIVES, derive, edge_labels, edges
 
 log = logging.getLogger("scas")
 SUM = tf.distribute.ReduceOp.SUM
 HESSIAN_R = 0.01  # the reference's finite-difference step: r / ||v||
-HEATMAP_SCALE = 12  # pixels per alpha entry in the TensorBoard images
+DASHBOARD = ("darts search", [
+    ("loss: weight steps, alpha steps, search network on validation",
+     ["train/loss", "alpha/validation_loss", "validation/loss"]),
+    ("accuracy: weight steps, search network on validation", ["train/accuracy", "validation/accuracy"]),
+    ("sparsity: achieved vs scheduled", ["sparsity/achieved", "sparsity/scheduled"]),
+    ("softmax(alpha) per op, mean over the normal cell's edges", ["alpha/normal/"]),
+    ("softmax(alpha) per op, mean over the reduction cell's edges", ["alpha/reduce/"]),
+    ("learning rate", ["train/learning_rate"]),
+])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,25 +265,23 @@ class DartsSearch:
     def genotype(self):
         return derive(*(self.network.alphas[t].numpy() for t in CELL_TYPES))
 
+    def op_weights(self):
+        """softmax(alpha) per cell type, as arrays [edges, ops]."""
+        return {t: w.numpy() for t, w in self.network.op_weights().items()}
+
     def log_epoch_end(self, epoch):
         """Validation figures, softmax(alpha) as heat maps and per-op means, the genotype."""
         step = self.step
         val_loss, val_accuracy = self.evaluate()
         tf.summary.scalar("validation/loss", val_loss, step)
         tf.summary.scalar("validation/accuracy", val_accuracy, step)
-        for cell_type, weights in self.network.op_weights().items():
-            # Rows: the 14 edges; columns: PRIMITIVES; brighter = heavier.
-            pixels = tf.repeat(tf.repeat(weights / tf.reduce_max(weights), HEATMAP_SCALE, 0), HEATMAP_SCALE, 1)
-            tf.summary.image(f"alpha/{cell_type}", pixels[None, :, :, None], step)
-            for op, mean in zip(PRIMITIVES, tf.reduce_mean(weights, axis=0).numpy()):
-                tf.summary.scalar(f"alpha/{cell_type}/{op}", mean, step)
-        genotype = self.genotype().to_text()
-        tf.summary.text("genotype", genotype, step)
+        genotype = self.genotype()
+        write_alpha_summaries(self.op_weights(), genotype, f"after epoch {epoch + 1}", step)
         history = self.run.path / "genotypes.json"
         earlier = [g for g in (read_json(history) if history.exists() else []) if g["epoch"] < epoch + 1]
-        write_json_atomic(history, earlier + [{"epoch": epoch + 1, "step": step, "genotype": genotype,
+        write_json_atomic(history, earlier + [{"epoch": epoch + 1, "step": step, "genotype": genotype.to_text(),
                                                "validation_accuracy": val_accuracy}])
-        log.debug("genotype %s", genotype)
+        log.debug("genotype %s", genotype.to_text())
         self.loop.end_epoch(step, val_loss, self.network.trainable_variables, (
             f"loss {self.train_loss.result():.4f} accuracy {self.train_accuracy.result():.4f} alpha-step "
             f"validation loss {self.alpha_loss.result():.4f} sparsity "
@@ -284,7 +290,26 @@ class DartsSearch:
 
     def search(self):
         """Runs (or resumes, at its last checkpoint) the search."""
-        self.loop.run_epochs(lambda: self.step, self.search_epoch)
+        self.loop.run_epochs(lambda: self.step, self.search_epoch, DASHBOARD)
+
+
+def alpha_heatmap(cell_type, weights, genotype, when):
+    """softmax(alpha) of one cell type: a row per edge, a column per op, and the genotype's
+    (edge, op) pairs outlined."""
+    cell, _ = genotype.cell(cell_type)
+    marked = tuple((edges().index((k // 2, state)), PRIMITIVES.index(op)) for k, (op, state) in enumerate(cell))
+    title = f"{cell_type} cell: softmax(α) {when}\n(outlined: the derived genotype's edges and ops)"
+    return figures.Heatmap(title, edge_labels(), PRIMITIVES, weights, marked)
+
+
+def write_alpha_summaries(op_weights, genotype, when, step):
+    """Per cell type, softmax(alpha) as a heat map (image) and each op's mean over the edges
+    (scalars); the genotype derived from them (text)."""
+    for cell_type, weights in op_weights.items():
+        figures.write_heatmap_summary(f"alpha/{cell_type}", alpha_heatmap(cell_type, weights, genotype, when), step)
+        for op, mean in zip(PRIMITIVES, np.mean(weights, axis=0)):
+            tf.summary.scalar(f"alpha/{cell_type}/{op}", mean, step)
+    tf.summary.text("genotype", genotype.to_text(), step)
 
 
 def run_search(config, load_splits, run_dir, strategy=None):
@@ -296,10 +321,13 @@ def run_search(config, load_splits, run_dir, strategy=None):
     searched, splits = search_splits(config, load_splits)
     search = DartsSearch(config, searched, run_dir, strategy)
     search.search()
-    arch_spec = architectures.spec("darts", search.genotype())
+    genotype, op_weights = search.genotype(), search.op_weights()
+    arch_spec = architectures.spec("darts", genotype)
     write_text_atomic(run.path / "architecture.txt", arch_spec + "\n")
-    alpha = {t: np.round(w.numpy(), 6).tolist() for t, w in search.network.op_weights().items()}
+    alpha = {t: np.round(w, 6).tolist() for t, w in op_weights.items()}
     write_json_atomic(run.path / "alpha.json", {"primitives": list(PRIMITIVES), "softmax_alpha": alpha})
+    figures.save_heatmaps(run.path / "alpha.png", *(alpha_heatmap(t, w, genotype, "after the search")
+                                                    for t, w in op_weights.items()))
     log.info("derived %s", arch_spec)
     final_config = config.final_train_config(arch_spec)
     final_data = final_splits(config, splits, load_splits)

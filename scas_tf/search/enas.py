@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from scas_tf import architectures, data, pruning, trainer
+from scas_tf import architectures, data, figures, pruning, trainer
 from scas_tf.config import SearchConfig, option, require_positive
 from scas_tf.errors import ScasError
 from scas_tf.models import layers
@@ -38,7 +38,7 @@ from scas_tf.spaces import enas_macro, enas_micro
 
 log = logging.getLogger("scas")
 SUM = tf.distribute.ReduceOp.SUM
-POLICY_SAMPLES = 1000  # architectures sampled to summarise the policy (entropy, op frequencies)
+POLICY_SAMPLES = 1000  # architectures sampled in one call to summarise the policy (Controller.sample_with_policy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Space:
     """What the searcher needs of a search space."""
     arch_class: type  # the encoding: from_actions, to_text, op_names
     ops: tuple  # the op names
+    policy_tables: object  # a policy's decision probabilities -> labelled heat-map tables
     controller: object  # EnasConfig -> its policy
     supernet: type  # the shared-weight child: (info, num_layers, filters, dropout)
     reward_training_mode: bool  # the reference's BN (and dropout) mode of the reward's forward pass
@@ -53,12 +54,12 @@ class Space:
 
 METHODS = {
     "enas_macro": Space(
-        enas_macro.MacroArch, enas_macro.OPS,
+        enas_macro.MacroArch, enas_macro.OPS, enas_macro.policy_tables,
         lambda c: MacroController(c.num_layers, len(enas_macro.OPS), c.lstm_size, c.tanh_constant,
                                   c.temperature or None, c.skip_target, c.seed),
         MacroSupernet, reward_training_mode=False),
     "enas_micro": Space(
-        enas_micro.MicroArch, enas_micro.OPS,
+        enas_micro.MicroArch, enas_micro.OPS, enas_micro.policy_tables,
         lambda c: MicroController(c.lstm_size, c.tanh_constant, c.op_tanh_reduce, c.temperature or None, c.seed),
         MicroSupernet, reward_training_mode=True),
 }
@@ -159,6 +160,7 @@ class EnasSearch:
         self.reinforce = Reinforce(self.controller, config.controller_learning_rate,
                                    config.baseline_decay, config.entropy_weight, config.skip_weight)
         self.sample = tf.function(self.controller.sample)
+        self.sample_with_policy = tf.function(self.controller.sample_with_policy)
         # The epoch's architectures, sampled at its start: checkpointed, so that a search resumed
         # inside the epoch trains the ones it would have.
         actions = self.sample.get_concrete_function(self.steps_per_epoch).structured_outputs[0]
@@ -250,7 +252,8 @@ class EnasSearch:
         step = self.step
         for name, value in metrics.items():
             tf.summary.scalar(f"controller/{name}", value, step)
-        policy = self.policy_summary()
+        policy, tables = self.policy_summary()
+        write_policy_heatmaps(tables, f"after epoch {step // self.steps_per_epoch}", step)
         for group, frequencies in policy["op_frequencies"].items():
             for op, frequency in frequencies.items():
                 tf.summary.scalar(f"controller/op_frequency/{group}/{op}", frequency, step)
@@ -266,9 +269,11 @@ class EnasSearch:
                             f"{metrics['baseline']:.4f} entropy {policy['entropy']:.3f}")
 
     def policy_summary(self, num_samples=POLICY_SAMPLES):
-        """The controller's policy as sampled: mean entropy per architecture, the share of each
-        op among the op choices (per cell type in micro), the skip rate (macro)."""
-        actions, _, entropy, _ = self.sample(num_samples)
+        """(summary, tables) of the controller's policy, from architectures sampled in one call:
+        the summary as sampled (mean entropy per architecture, each op's share of the op choices
+        (per cell type in micro), the skip rate (macro)); the tables, each decision's marginal
+        probabilities (Controller.sample_with_policy) as labelled heat-map tables."""
+        actions, _, entropy, _, probabilities = self.sample_with_policy(num_samples)
         archs = [self.arch_from_actions(a) for a in actions.numpy()]
         chosen = collections.defaultdict(collections.Counter)
         for arch in archs:
@@ -279,17 +284,17 @@ class EnasSearch:
             for group, counts in chosen.items()}}
         if self.config.method == "enas_macro":
             summary["skip_rate"] = float(np.mean([a.skip_rate() for a in archs]))
-        return summary
+        return summary, self.space.policy_tables([p.numpy() for p in probabilities])
 
     def search(self):
         """Runs (or resumes) the search epochs, recording the policy before the first."""
         policy_file = self.run.path / "controller_policy.json"
         if not policy_file.exists() and not self.loop.manager.latest_checkpoint:
-            write_json_atomic(policy_file, {"start": self.policy_summary()})
-        self.loop.run_epochs(lambda: self.step, self.search_epoch)
+            write_json_atomic(policy_file, {"start": self.policy_summary()[0]})
+        self.loop.run_epochs(lambda: self.step, self.search_epoch, dashboard(self.config.method))
         policy = read_json(policy_file) if policy_file.exists() else {}
         if "end" not in policy:
-            policy["end"] = self.policy_summary()
+            policy["end"] = self.policy_summary()[0]
             write_json_atomic(policy_file, policy)
         return policy
 
@@ -312,6 +317,33 @@ class EnasSearch:
         candidates = {text: {"architecture": text, "validation_accuracy": float(score)}
                       for text, score in zip(texts, scores)}
         return sorted(candidates.values(), key=lambda c: -c["validation_accuracy"])
+
+
+def write_policy_heatmaps(tables, when, step):
+    """A TensorBoard image per table of the policy's decision probabilities (policy_tables)."""
+    for name, (caption, rows, columns, probabilities) in tables.items():
+        title = (f"controller policy {when}: {caption}\n(each decision's probabilities, mean over "
+                 f"{POLICY_SAMPLES} sampled architectures)")
+        figures.write_heatmap_summary(f"controller/policy/{name}", figures.Heatmap(title, rows, columns, probabilities),
+                                      step)
+
+
+def dashboard(method):
+    """The search's custom scalars layout: the child, then the controller's learning."""
+    skips = [(f"controller: skip rate ({POLICY_SAMPLES} samples)", ["controller/skip_rate"]),
+             ("controller: skip penalty", ["controller/skip_kl"])] if method == "enas_macro" else []
+    return f"{method} search", [
+        ("child: loss", ["child/loss"]),
+        ("child: accuracy", ["child/accuracy"]),
+        ("sparsity: achieved vs scheduled", ["sparsity/achieved", "sparsity/scheduled"]),
+        ("controller: reward and baseline", ["controller/reward", "controller/baseline"]),
+        (f"controller: entropy (last batch; {POLICY_SAMPLES} samples)",
+         ["controller/entropy", "controller/policy_entropy"]),
+        (f"controller: share of each op ({POLICY_SAMPLES} samples)", ["controller/op_frequency/"]),
+        *skips,
+        ("controller: REINFORCE loss", ["controller/loss"]),
+        ("child: learning rate", ["child/learning_rate"]),
+    ]
 
 
 FINAL_SUMMARY = ("validation_accuracy", "test_accuracy", "params", "nonzero_params", "weight_sparsity",

@@ -38,6 +38,15 @@ SUM = tf.distribute.ReduceOp.SUM
 # Random streams, each a function of (seed, stream, ...): an architecture and noise per
 # training step; the per-epoch validation's; scoring's architectures; noise per scored one.
 TRAIN, VALIDATION, SCORING, SCORE_NOISE = range(4)
+DASHBOARD = ("smash search", [
+    ("loss", ["train/loss"]),
+    ("accuracy: training steps, validation (a random architecture per batch)",
+     ["train/accuracy", "validation/random_architecture_accuracy"]),
+    ("sparsity: generated vs learned weights", ["sparsity/generated", "sparsity/learned"]),
+    ("scoring: each architecture's validation error and the best so far (x: architectures scored)",
+     ["scoring/validation_error", "scoring/best_validation_error"]),
+    ("learning rate", ["train/learning_rate"]),
+])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,7 +245,7 @@ class SmashSearch:
         return self.accuracy(runs())
 
     def search(self):
-        self.loop.run_epochs(lambda: self.step, self.search_epoch)
+        self.loop.run_epochs(lambda: self.step, self.search_epoch, DASHBOARD)
 
     def score_architectures(self, scored):
         """Random architectures, perturbations of the best of them, then greedy steps from the
@@ -276,6 +285,16 @@ class SmashSearch:
                      min(c["validation_error"] for c in scored))
 
 
+def write_scoring_summaries(candidates, step):
+    """The candidates' validation errors as a histogram at `step`, and in scoring order (the
+    step is how many were scored) each one's error and the best so far."""
+    errors = [c["validation_error"] for c in sorted(candidates, key=lambda c: c["index"])]
+    tf.summary.histogram("candidates/validation_error", errors, step)
+    for count, (error, best) in enumerate(zip(errors, np.minimum.accumulate(errors)), start=1):
+        tf.summary.scalar("scoring/validation_error", error, count)
+        tf.summary.scalar("scoring/best_validation_error", best, count)
+
+
 def run_search(config, load_splits, run_dir, strategy=None):
     """Train the HyperNet, score architectures, train the best from scratch; returns the
     results. `load_splits(validation_fraction)` gives the dataset's splits."""
@@ -289,7 +308,7 @@ def run_search(config, load_splits, run_dir, strategy=None):
     candidates = search.score_architectures(read_json(scores_file) if scores_file.exists() else [])
     write_json_atomic(run.path / "candidates.json", candidates)
     with tf.summary.create_file_writer(str(run.tensorboard)).as_default():
-        tf.summary.histogram("candidates/validation_error", [c["validation_error"] for c in candidates], search.step)
+        write_scoring_summaries(candidates, search.step)
     arch_spec = f"smash:{candidates[0]['architecture']}"
     write_text_atomic(run.path / "architecture.txt", arch_spec + "\n")
     log.info("best of %d architectures (validation error %.4f): %s", len(candidates),

@@ -16,6 +16,7 @@ import re
 import numpy as np
 
 from scas_tf.errors import ScasError
+from scas_tf.spaces import state_name
 
 PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
               "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -27,6 +28,11 @@ CELL_TYPES = ("normal", "reduce")
 def edges():
     """(node, input state) of every edge of the mixed cell, in alpha's row order."""
     return [(node, state) for node in range(NUM_NODES) for state in range(node + 2)]
+
+
+def edge_labels():
+    """`node <- input` of every edge, in alpha's row order (nodes numbered as states, from 2)."""
+    return [f"node {node + 2} <- {state_name(state)}" for node, state in edges()]
 
 
 @dataclasses.dataclass(frozen=True)

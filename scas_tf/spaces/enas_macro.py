@@ -31,6 +31,13 @@ def num_layers_for_length(length):
     return num_layers if num_layers * (num_layers + 1) // 2 == length and num_layers > 0 else None
 
 
+def layer_decisions(sequence, num_layers):
+    """Per layer, (its op's entry, its skip bits' entries) of a sequence in the controller's
+    decision order (an architecture's integers, or a value per decision)."""
+    starts = [layer * (layer + 1) // 2 for layer in range(num_layers)]
+    return [(sequence[start], sequence[start + 1:start + 1 + layer]) for layer, start in enumerate(starts)]
+
+
 @dataclasses.dataclass(frozen=True)
 class MacroArch:
     ops: tuple  # per layer, an index into OPS
@@ -52,12 +59,8 @@ class MacroArch:
         if num_layers is None:
             raise ScasError(f"malformed ENAS macro architecture: {len(actions)} integers is not "
                             "L(L+1)/2 for any number of layers L")
-        ops, skips, pos = [], [], 0
-        for layer in range(num_layers):
-            ops.append(actions[pos])
-            skips.append(tuple(actions[pos + 1:pos + 1 + layer]))
-            pos += 1 + layer
-        arch = cls(tuple(ops), tuple(skips))
+        decisions = layer_decisions(actions, num_layers)
+        arch = cls(tuple(op for op, _ in decisions), tuple(tuple(bits) for _, bits in decisions))
         arch.validate()
         return arch
 
@@ -95,3 +98,21 @@ class MacroArch:
     def skip_rate(self):
         bits = [b for layer_bits in self.skips for b in layer_bits]
         return float(np.mean(bits)) if bits else 0.0
+
+
+def policy_tables(probabilities):
+    """A policy's probabilities (a vector per decision, in decision order) as heat-map tables
+    {name: (caption, row labels, column labels, values)}: "ops", each layer's op; "skips",
+    each skip bit's probability of being on (rows: layers 1.., columns: the stored outputs
+    they may add; NaN where a layer has no such bit), a layer's expected skip rate in its label."""
+    num_layers = num_layers_for_length(len(probabilities))
+    decisions = layer_decisions([np.asarray(p) for p in probabilities], num_layers)
+    skips = np.full((num_layers - 1, num_layers - 1), np.nan)
+    for layer, (_, bits) in enumerate(decisions[1:], start=1):
+        skips[layer - 1, :layer] = [p[1] for p in bits]
+    sources = ["stem"] + [f"layer {j}" for j in range(num_layers - 2)]
+    return {"ops": ("each layer's op", [f"layer {i}" for i in range(num_layers)], OPS,
+                    np.stack([op for op, _ in decisions])),
+            "skips": ("each layer's skip connection from each earlier output",
+                      [f"layer {i} (rate {np.nanmean(skips[i - 1]):.2f})" for i in range(1, num_layers)],
+                      sources, skips)}

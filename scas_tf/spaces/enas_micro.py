@@ -13,6 +13,7 @@ import re
 import numpy as np
 
 from scas_tf.errors import ScasError
+from scas_tf.spaces import state_name
 
 OPS = ("sep3x3", "sep5x5", "avg3x3", "max3x3", "identity")
 NUM_NODES = 5
@@ -93,3 +94,20 @@ class MicroArch:
                 node = position % CELL_LENGTH // 4 + 2
                 what = "op" if position % 2 else "input"
                 raise malformed(f"{cell} cell node {node}: {what} {value} is not in 0..{size - 1}")
+
+
+def policy_tables(probabilities):
+    """A policy's probabilities (a vector per decision, in decision order) as heat-map tables
+    {name: (caption, row labels, column labels, values)}: per cell type, "<cell>_ops" (each
+    node's two ops) and "<cell>_inputs" (their inputs; NaN where a node cannot read that state)."""
+    tables = {}
+    rows = [f"node {node} ({slot})" for node in range(2, NUM_NODES + 2) for slot in ("1st", "2nd")]
+    for index, cell in enumerate(CELLS):
+        decisions = [np.asarray(p) for p in probabilities[index * CELL_LENGTH:(index + 1) * CELL_LENGTH]]
+        inputs = np.full((len(rows), NUM_NODES + 1), np.nan)  # the last node is nobody's input
+        for row, p in enumerate(decisions[0::2]):  # a node's quadruple: input, op, input, op
+            inputs[row, :len(p)] = p
+        tables[f"{cell}_ops"] = (f"{cell} cell, each node's two ops", rows, OPS, np.stack(decisions[1::2]))
+        tables[f"{cell}_inputs"] = (f"{cell} cell, the inputs of each node's two ops", rows,
+                                    [state_name(s) for s in range(NUM_NODES + 1)], inputs)
+    return tables
