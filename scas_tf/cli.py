@@ -195,9 +195,7 @@ def export_command(folders):
         raise ScasError(f"`scas export` takes one run folder, got {len(folders)}")
     folder = Path(folders[0])
     wanted = litert.Variant(FLAGS.quantize, FLAGS.sparse)
-    summary = litert.export_run(folder, lambda config: data.load_splits(
-        config["dataset"], FLAGS.data_dir, config["validation_fraction"], config["seed"], FLAGS.tfds_download,
-        allow_partial_data=FLAGS.allow_partial_data), wanted)
+    summary = litert.export_run(folder, lambda config: load_splits(trainer.TrainConfig(**config)), wanted)
     print(f"{folder / 'export' / 'model.tflite'}: {wanted.name}, " + export_line(summary["variants"][wanted.name]))
     print(f"every variant, measured in this run: {folder / 'export' / 'export.json'}")
 
