@@ -61,12 +61,13 @@ def free_layer_cost(name, kind, params):
 
 
 def layer_cost(layer, output_shape):
-    """Cost of one (unwrapped) Keras layer, given its output shape."""
-    positions = math.prod(output_shape[1:-1])  # 1 for a dense layer on a vector
+    """Cost of one (unwrapped) Keras layer, given its output shape (shapes, for a layer of
+    several outputs: a split, which has no weights)."""
     for cls, kind, kernel_names in KERNELS:
         if isinstance(layer, cls):
             kernels = [getattr(layer, n).numpy() for n in kernel_names]
             bias = [layer.bias.numpy()] if getattr(layer, "bias", None) is not None else []
+            positions = math.prod(output_shape[1:-1])  # 1 for a dense layer on a vector
             return weighted_layer_cost(layer.name, kind, kernels, bias, positions)
     if isinstance(layer, pruning.StackedKernels):
         kernels = [w.numpy() for w in layer.get_prunable_weights()]

@@ -91,6 +91,16 @@ def test_a_strided_dilated_depthwise_convolution_is_the_dilated_one_subsampled()
     np.testing.assert_allclose(strided(x).numpy(), dense[:, ::2, ::2].numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_factorized_reductions_second_path_reads_the_pixels_the_reference_does():
+    """The reference's second path is a stride-2 1x1 convolution of x[:, :, 1:, 1:]: on even
+    sizes it reads the odd rows and columns. shifted_by_one moves x up and left, zero-filled."""
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype(np.float32)
+    shifted = layers.shifted_by_one(tf.constant(x)).numpy()
+    np.testing.assert_array_equal(shifted[:, :-1, :-1], x[:, 1:, 1:])
+    assert not shifted[:, -1].any() and not shifted[:, :, -1].any()
+    np.testing.assert_array_equal(shifted[:, ::2, ::2], x[:, 1::2, 1::2])
+
+
 def test_drop_path_drops_whole_examples_only_in_training():
     drop = layers.DropPath()
     x = tf.ones([1000, 2, 2, 3])
@@ -107,9 +117,9 @@ def test_drop_path_drops_whole_examples_only_in_training():
 def test_mixed_ops_compute_every_edge_as_build_op_layers_would(strides, grouped, monkeypatch):
     """MixedOps runs all edges that read one state together; edge by edge and op by op it must
     equal build_op's layers (an edge on its own, the layers the evaluation network trains)
-    holding the same kernels, in training mode; with its 1x1 convolutions grouped, or as
-    einsums where grouped convolutions have no gradient."""
-    monkeypatch.setattr(darts, "grouped_conv_differentiable", lambda: grouped)
+    holding the same kernels, in training mode; with its 1x1 convolutions grouped, or one per
+    edge where grouped convolutions have no gradient."""
+    monkeypatch.setattr(layers, "grouped_conv_differentiable", lambda: grouped)
     state_shape, filters = (8, 8, 4), 4
     model = darts.mixed_ops_model(state_shape, state=0, strides=strides)
     (wrapper,) = pruning.find_wrappers(model)
@@ -131,16 +141,17 @@ def test_mixed_ops_compute_every_edge_as_build_op_layers_would(strides, grouped,
 
 def test_search_cells_recompute_activations_with_the_same_gradients_and_statistics():
     """Training-mode passes recompute each cell in the backward pass: the gradients must be those
-    of the plain forward pass, and BN's moving statistics move once per pass, not twice."""
+    of the plain forward pass (recompute off), and BN's moving statistics move once per pass,
+    not twice."""
     network = darts.SearchNetwork(data.dataset_info("mnist"), filters=2, num_layers=3)
     images, labels = tf.random.uniform([4, 28, 28, 1]), tf.constant([0, 1, 2, 3])
 
     def plain_forward():
-        weights = {t: w[None] for t, w in network.op_weights().items()}
-        prev_prev = prev = network.stem(images, training=True)
-        for cell, cell_type in zip(network.cells, network.cell_types):
-            prev_prev, prev = prev, darts.run_cell(cell, prev_prev, prev, weights[cell_type], training=True)
-        return network.head(prev, training=True)
+        network.recompute = False
+        try:
+            return network(images, training=True)
+        finally:
+            network.recompute = True
 
     def gradients_and_statistics(forward):
         statistics = [v for v in network.variables if "moving" in v.name]

@@ -37,13 +37,13 @@ def memory_blocks(x, arch, op, transition):
     space = arch.space
     for b, block in enumerate(arch.blocks):
         bank = block.bank_size * space.N
-        banks = [x[..., j * bank:(j + 1) * bank] for j in range(space.initial_banks(b, block.bank_size))]
+        banks = channel_chunks(x, bank, space.initial_banks(b, block.bank_size))
         for i, spec in enumerate(block.ops):
             reads = [banks[r] for r in spec.reads]
             out = op(b, i, spec, reads[0] if len(reads) == 1 else tf.concat(reads, -1))
-            chunks = spec.units // block.bank_size
+            chunks = channel_chunks(out, bank, spec.units // block.bank_size)
             for j, w in enumerate(spec.writes):
-                chunk = out[..., (j % chunks) * bank:(j % chunks + 1) * bank]
+                chunk = chunks[j % len(chunks)]
                 if w == len(banks):
                     banks.append(chunk)
                 else:
@@ -52,6 +52,14 @@ def memory_blocks(x, arch, op, transition):
         if b < NUM_BLOCKS - 1:
             x = transition(b, x)
     return x
+
+
+def channel_chunks(x, size, count):
+    """The first `count` chunks of `size` channels of x (any channels left over are dropped).
+    One split, whose gradient is a concat: strided slices of the channel axis have a gradient
+    (StridedSliceGrad) several times slower on CPU."""
+    rest = x.shape[-1] - size * count
+    return tf.split(x, [size] * count + ([rest] if rest else []), axis=-1)[:count]
 
 
 def op_names(b, i):

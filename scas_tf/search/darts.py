@@ -57,6 +57,8 @@ class DartsConfig(SearchConfig):
     alpha_learning_rate: float = option(3e-4, "Alpha's Adam learning rate.")
     alpha_beta1: float = option(0.5, "Alpha's Adam beta_1 (beta_2 is 0.999).")
     alpha_weight_decay: float = option(1e-3, "L2 decay on alpha.")
+    recompute: bool = option(True, "Recompute each search cell's activations in the backward "
+                             "pass rather than keep them: about half the memory, a forward pass more.")
     final_filters: int = option(36, "Initial channels of the final network.")
     final_num_layers: int = option(20, "Cells of the final network.")
 
@@ -90,7 +92,7 @@ class DartsSearch:
             config.pruning_frequency)
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
-            self.network = SearchNetwork(splits.info, config.filters, config.num_layers)
+            self.network = SearchNetwork(splits.info, config.filters, config.num_layers, config.recompute)
             self.optimizer = trainer.make_sgd(config.learning_rate, config.min_learning_rate,
                                               self.total_steps, momentum=config.momentum,
                                               nesterov=False, grad_clip_norm=config.grad_clip_norm)
