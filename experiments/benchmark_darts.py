@@ -11,9 +11,9 @@ with the TensorFlow tensors' share), the trace-and-compile time, and achieved GF
 the machine's fp32 matmul peak measured in the same process. FLOPs are counted on the search
 network's dense MACs (every mixed op's every candidate): 2 FLOPs per MAC, a forward and
 backward pass counted as 3 forwards (the model's FLOPs: the search network's recomputation of
-each cell in the backward pass, on unless --norecompute, is not counted); a first-order step makes 2 such passes
-(weights, alpha), a second-order step 5 (weights, virtual step, validation, and the two
-Hessian passes).
+each cell in the backward pass, on unless --norecompute, is not counted); a first-order step
+makes 2 such passes (weights, alpha), a second-order step 5 (weights, virtual step, validation,
+and the two Hessian passes).
 """
 import ctypes
 import dataclasses
@@ -65,8 +65,8 @@ def reset_peak_memory():
 def measure(order):
     config = dataclasses.replace(
         configs.DARTS_PAPER, dataset="cifar10", num_layers=FLAGS.num_layers, filters=FLAGS.filters,
-        batch_size=FLAGS.batch_size, recompute=FLAGS.recompute, unrolled=order == "second", target_sparsity=0.9,
-        pruning_begin=0.0, pruning_end=0.5, pruning_frequency=1, epochs=1)
+        batch_size=FLAGS.batch_size, recompute=FLAGS.recompute, unrolled=order == "second",
+        target_sparsity=0.9, pruning_begin=0.0, pruning_end=0.5, pruning_frequency=1, epochs=1)
     splits = random_splits("cifar10", config.batch_size * (FLAGS.steps + 2))
     peak = matmul_gflops()
     with tempfile.TemporaryDirectory() as run_dir:

@@ -199,9 +199,9 @@ class MixedOps(keras.layers.Layer, pruning.StackedKernels):
         if self.strides == 1:
             return x[:, :, :, None, :]
         path1, path2, norm = self.reduce
+        shifted = layers.shifted_by_one(relu)
         paths = tf.concat([self.edge_major(self.pointwise(relu, path1, 2), path1.shape[-1]),
-                           self.edge_major(self.pointwise(layers.shifted_by_one(relu), path2, 2), path2.shape[-1])],
-                          axis=-1)
+                           self.edge_major(self.pointwise(shifted, path2, 2), path2.shape[-1])], axis=-1)
         flat = tf.reshape(paths, [-1, *paths.shape[1:3], len(self.edges) * self.channels])
         return self.edge_major(norm(flat, training=training))
 
