@@ -8,7 +8,8 @@
 #
 # Run folders live in $SWEEPS (default ../sweeps, outside the work tree). Each target is one
 # `scas sweep` call: a finished target is skipped, an interrupted one resumes, one another
-# process holds is skipped. After each, its small files are copied into $RESULTS and the
+# process holds is skipped. Targets already in $RESULTS count as finished: their small files
+# seed the run folder, so a clean clone runs only what is not committed. After each, its small files are copied into $RESULTS and the
 # dataset's report is redone, so stopping the script at any point loses no finished target.
 # Targets run in an order that makes a partial run useful: the ends of the range first.
 set -euo pipefail
@@ -20,9 +21,18 @@ RESULTS=${RESULTS:-experiments/results}
 MNIST_TARGETS="0.9 0 0.5 0.8 0.7 0.3 0.6 0.4 0.2 0.1"
 CIFAR10_TARGETS="0.9 0 0.5 0.8"
 
+seed_sweep() {  # committed sweep folder, run folder: copies what the run folder lacks
+  local committed=$1 sweep=$2 path
+  [[ -d $committed ]] || return 0
+  (cd "$committed" && find . -type f) | while read -r path; do
+    [[ -e $sweep/$path ]] || install -D -m 644 "$committed/$path" "$sweep/$path"
+  done
+}
+
 sweep_target() {  # dataset method target [extra scas flags]
   local dataset=$1 method=$2 target=$3
   shift 3
+  seed_sweep "$RESULTS/$dataset/$method" "$SWEEPS/$method-$dataset"
   python -m scas_tf sweep --method="$method" --preset=sweep --dataset="$dataset" --data_dir="$DATA" \
     --targets="$target" --output_dir="$SWEEPS/$method-$dataset" "$@"
   python experiments/collect_results.py "$SWEEPS/$method-$dataset" "$RESULTS/$dataset/$method"
