@@ -117,9 +117,9 @@ def test_drop_path_drops_whole_examples_only_in_training():
 def test_mixed_ops_compute_every_edge_as_build_op_layers_would(strides, grouped, monkeypatch):
     """MixedOps runs all edges that read one state together; edge by edge and op by op it must
     equal build_op's layers (an edge on its own, the layers the evaluation network trains)
-    holding the same kernels, in training mode; with its 1x1 convolutions grouped, or one per
-    edge where grouped convolutions have no gradient."""
-    monkeypatch.setattr(layers, "grouped_conv_differentiable", lambda: grouped)
+    holding the same kernels, in training mode; with its 1x1 convolutions as one grouped op (as on
+    accelerators) or one per edge (as on CPUs)."""
+    monkeypatch.setattr(layers, "native_grouped_convolutions", lambda: grouped)
     state_shape, filters = (8, 8, 4), 4
     model = darts.mixed_ops_model(state_shape, state=0, strides=strides)
     (wrapper,) = pruning.find_wrappers(model)
