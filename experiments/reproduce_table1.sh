@@ -9,8 +9,9 @@
 # Run folders live in $SWEEPS (default ../sweeps, outside the work tree). Each target is one
 # `scas sweep` call: a finished target is skipped, an interrupted one resumes, one another
 # process holds is skipped. Targets already in $RESULTS count as finished: their small files
-# seed the run folder, so a clean clone runs only what is not committed. After each, its small files are copied into $RESULTS and the
-# dataset's report is redone, so stopping the script at any point loses no finished target.
+# seed the run folder, so a clean clone runs only what is not committed. After each target, its
+# small files are copied into $RESULTS and the dataset's report is redone, so stopping the
+# script at any point loses no finished target.
 # Targets run in an order that makes a partial run useful: the ends of the range first.
 set -euo pipefail
 cd "$(dirname "$0")/.."

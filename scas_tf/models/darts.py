@@ -175,8 +175,8 @@ class MixedOps(keras.layers.Layer, pruning.StackedKernels):
     def pointwise(x, kernel, strides=1):
         """Edge e's 1x1 kernel on edge e's channels (a grouped convolution, `grouped_convolution`:
         on CPUs one 1x1 convolution per edge, which ran 2-5x faster than an einsum over
-        [batch, h, w, edges, channels]), or on a shared input (as many
-        input channels as one kernel) a plain one; edge-major output channels."""
+        [batch, h, w, edges, channels]), or on a shared input (as many input channels as one
+        kernel) a plain one; edge-major output channels."""
         edges, _, _, channels, _ = kernel.shape
         kernel = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]), [1, 1, channels, -1])
         if x.shape[-1] != channels and strides == 1:

@@ -28,9 +28,9 @@ def native_grouped_convolutions():
     gradients of those inside a network through XLA-compiled convolutions: a SMASH final
     network's training step took 1.11 s at batch 128 that way against 0.97 s with one
     convolution per group, and 28.5 s against 1.86 s beside another job (Intel Xeon with
-    AVX-512, 2 cores). (Forcing oneDNN on where TensorFlow leaves it off
-    is no way out either: there it computed wrong filter gradients for stride-2 1x1
-    convolutions, the factorized reductions'.)"""
+    AVX-512, 2 cores). (Forcing oneDNN on where TensorFlow leaves it off is no way out
+    either: there it computed wrong filter gradients for stride-2 1x1 convolutions, the
+    factorized reductions'.)"""
     return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
 
 
