@@ -2,6 +2,7 @@
 and searches resumed inside an epoch ending exactly where uninterrupted ones do."""
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -70,7 +71,9 @@ def test_diverged_training_stops_with_one_line_and_resumes_with_a_lower_learning
     diverged = scas(*args, "--learning_rate=10000")
     assert diverged.returncode == 2, diverged.stderr[-3000:]
     last = diverged.stderr.strip().splitlines()[-1]
-    assert last.startswith("scas: error: the run diverged: non-finite loss by step ") and "Traceback" not in diverged.stderr
+    # Which goes non-finite first, the loss or a weight, depends on the CPU's kernels.
+    assert re.match(r"scas: error: the run diverged: non-finite (loss|weights) by step \d+; no checkpoint yet: ", last)
+    assert "Traceback" not in diverged.stderr
     assert not (tmp_path / "results.json").exists() and (tmp_path / "diverged.json").exists()
     resumed = scas(*args, "--learning_rate=0.05")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
