@@ -113,18 +113,20 @@ def test_drop_path_drops_whole_examples_only_in_training():
     np.testing.assert_array_equal(drop(x, training=False), x)
 
 
-@pytest.mark.parametrize("strides, grouped", [(1, True), (2, True), (1, False), (2, False)])
-def test_mixed_ops_compute_every_edge_as_build_op_layers_would(strides, grouped, monkeypatch):
+@pytest.mark.parametrize("side, strides, grouped", [(8, 1, True), (8, 2, True), (8, 1, False), (8, 2, False),
+                                                   (7, 1, False), (7, 2, False)])
+def test_mixed_ops_compute_every_edge_as_build_op_layers_would(side, strides, grouped, monkeypatch):
     """MixedOps runs all edges that read one state together; edge by edge and op by op it must
     equal build_op's layers (an edge on its own, the layers the evaluation network trains)
     holding the same kernels, in training mode; with its 1x1 convolutions as one grouped op (as on
-    accelerators) or one per edge (as on CPUs)."""
+    accelerators) or one per edge (as on CPUs); with its dilated convolutions on 2x2 pixel
+    blocks (even sides) or not (odd)."""
     monkeypatch.setattr(layers, "native_grouped_convolutions", lambda: grouped)
-    state_shape, filters = (8, 8, 4), 4
+    state_shape, filters = (side, side, 4), 4
     model = darts.mixed_ops_model(state_shape, state=0, strides=strides)
     (wrapper,) = pruning.find_wrappers(model)
     mixed = wrapper.layer
-    assert mixed.edges == [0, 2, 5, 9] and mixed.kernel_positions == (8 // strides) ** 2
+    assert mixed.edges == [0, 2, 5, 9] and mixed.kernel_positions == (-(-side // strides)) ** 2
     x = tf.random.normal([3, *state_shape])
     for op in PRIMITIVES[1:]:
         one_hot = tf.one_hot([PRIMITIVES.index(op)] * NUM_EDGES, len(PRIMITIVES))[None]
@@ -137,6 +139,27 @@ def test_mixed_ops_compute_every_edge_as_build_op_layers_would(strides, grouped,
                 kernel.assign(stacked[edge])
             np.testing.assert_allclose(together[:, :, :, edge], alone(x, training=True), atol=1e-4,
                                        err_msg=f"{op}, edge {edge}")
+
+
+@pytest.mark.parametrize("side, strides", [(8, 1), (7, 2)])
+def test_mixed_ops_weigh_each_op_by_its_weight_and_pass_the_weights_their_gradients(side, strides):
+    """With any op weights (most ops scale their output inside BN), an edge's output is the
+    weighted sum of its ops' outputs, and its gradient w.r.t. a weight is the op's output."""
+    model = darts.mixed_ops_model((side, side, 4), state=0, strides=strides)
+    x = tf.random.normal([3, side, side, 4])
+    weights = tf.nn.softmax(tf.random.normal([1, NUM_EDGES, len(PRIMITIVES)]), axis=-1)
+    cotangent = tf.random.normal([3, -(-side // strides), -(-side // strides), 4, 4])
+    per_op = tf.stack([model([x, tf.one_hot([k] * NUM_EDGES, len(PRIMITIVES))[None]], training=True)
+                       for k in range(len(PRIMITIVES))], axis=-1)  # [batch, h, w, edges, channels, ops]
+    with tf.GradientTape() as tape:
+        tape.watch(weights)
+        together = model([x, weights], training=True)
+        projected = tf.reduce_sum(together * cotangent)
+    edge_weights = tf.gather(weights[0], [0, 2, 5, 9])
+    np.testing.assert_allclose(together, tf.reduce_sum(per_op * edge_weights[:, None], axis=-1), atol=1e-4)
+    expected = tf.einsum("bhwecv,bhwec->ev", per_op, cotangent)
+    np.testing.assert_allclose(tf.gather(tape.gradient(projected, weights)[0], [0, 2, 5, 9]), expected,
+                               rtol=1e-4, atol=1e-3)
 
 
 def test_search_cells_recompute_activations_with_the_same_gradients_and_statistics():

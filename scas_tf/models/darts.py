@@ -135,7 +135,7 @@ class MixedOps(keras.layers.Layer, pruning.StackedKernels):
             return self.add_weight(name, (count, *shape), initializer=layers.stacked_he_normal(shape, count))
 
         def norm():
-            return keras.layers.BatchNormalization(center=False, scale=False, momentum=0.9, epsilon=1e-5)
+            return WeightedBatchNorm()
 
         self.convs = {}
         for op, (size, dilation) in self.CONVS.items():
@@ -183,44 +183,96 @@ class MixedOps(keras.layers.Layer, pruning.StackedKernels):
             return layers.grouped_convolution(x, kernel, groups=edges)
         return tf.nn.conv2d(x, kernel, strides, "SAME")
 
-    def conv_op(self, copies, op, training):
-        """`copies`: the ReLU of the state once per edge (edge-major), the first stage's input."""
-        _, dilation = self.CONVS[op]
+    def conv_op(self, copies, op, scale, training, dilation=None):
+        """`copies`: the ReLU of the state once per edge (edge-major), the first stage's input;
+        `scale`: the op's weight per edge-major channel, applied by the last BN. `dilation`
+        overrides the op's (1 on input already split into dilation blocks)."""
+        dilation = self.CONVS[op][1] if dilation is None else dilation
         x = copies
-        for stage, (depthwise, pointwise, norm) in enumerate(self.convs[op]):
+        stages = self.convs[op]
+        for stage, (depthwise, pointwise, norm) in enumerate(stages):
             if stage == 0:
                 x = self.edgewise_depthwise(x, depthwise, self.strides, dilation)
             else:
                 x = self.edgewise_depthwise(tf.nn.relu(x), depthwise)
-            x = norm(self.pointwise(x, pointwise), training=training)
-        return self.edge_major(x)
+            x = norm(self.pointwise(x, pointwise), training=training,
+                     scale=scale if stage == len(stages) - 1 else None)
+        return x
 
-    def skip_op(self, x, relu, training):
-        if self.strides == 1:
-            return x[:, :, :, None, :]
+    def dilated_ops(self, copies, scales, training):
+        """dil_conv_3x3 + dil_conv_5x5, weighted. A dilation-2 convolution is a plain one on each
+        of the 2x2 pixel blocks (space-to-batch), and TF splits and merges the blocks around each
+        dilated depthwise op, forward and backward: when the blocks tile the state (even sides,
+        stride 1), both ops run on one split, through their 1x1 convolutions and BN (whose
+        statistics a reordering of pixels leaves unchanged), and their sum is merged once."""
+        height, width = copies.shape[1:3]
+        ops = ("dil_conv_3x3", "dil_conv_5x5")
+        if self.strides > 1 or height % 2 or width % 2:
+            return tf.add_n([self.conv_op(copies, op, scales[op], training) for op in ops])
+        blocks = tf.space_to_batch(copies, [2, 2], [[0, 0], [0, 0]])
+        summed = tf.add_n([self.conv_op(blocks, op, scales[op], training, dilation=1) for op in ops])
+        return tf.batch_to_space(summed, [2, 2], [[0, 0], [0, 0]])
+
+    def skip_op(self, relu, scale, training):
+        """The factorized reduction of a strided edge, weighted."""
         path1, path2, norm = self.reduce
         shifted = layers.shifted_by_one(relu)
         paths = tf.concat([self.edge_major(self.pointwise(relu, path1, 2), path1.shape[-1]),
                            self.edge_major(self.pointwise(shifted, path2, 2), path2.shape[-1])], axis=-1)
         flat = tf.reshape(paths, [-1, *paths.shape[1:3], len(self.edges) * self.channels])
-        return self.edge_major(norm(flat, training=training))
+        return norm(flat, training=training, scale=scale)
 
     def call(self, inputs, training=None):
         x, op_weights = inputs
-        weights = tf.gather(op_weights[0], self.edges)[:, :, None]  # [edges, ops, 1]
+        weights = tf.gather(op_weights[0], self.edges)  # [edges, ops]
+        # An op that ends in BN (all but pools, whose BN is shared by the edges, and identity)
+        # gets its weight as BN's scale, per edge-major channel.
+        scales = {op: tf.repeat(weights[:, PRIMITIVES.index(op)], self.channels)
+                  for op in (*self.CONVS, "skip_connect")}
         relu = tf.nn.relu(x)
-        outputs = {
+        shared = {
             "max_pool_3x3": self.pool_norms["max"](tf.nn.max_pool2d(x, 3, self.strides, "SAME"), training=training),
             "avg_pool_3x3": self.pool_norms["avg"](tf.nn.avg_pool2d(x, 3, self.strides, "SAME"), training=training),
         }
-        outputs = {op: out[:, :, :, None, :] for op, out in outputs.items()}
-        outputs["skip_connect"] = self.skip_op(x, relu, training)
+        if self.strides == 1:
+            shared["skip_connect"] = x
+        # expand_dims, unlike indexing with None, adds the edge axis without a copy.
+        outputs = [weights[:, PRIMITIVES.index(op), None] * tf.expand_dims(out, 3) for op, out in shared.items()]
         copies = tf.tile(relu, [1, 1, 1, len(self.edges)])  # cheaper than reordering each op's channels
-        outputs.update({op: self.conv_op(copies, op, training) for op in self.CONVS})
-        return tf.add_n([weights[:, PRIMITIVES.index(op)] * out for op, out in outputs.items()])
+        weighted = [self.conv_op(copies, op, scales[op], training) for op in ("sep_conv_3x3", "sep_conv_5x5")]
+        weighted.append(self.dilated_ops(copies, scales, training))
+        if self.strides > 1:
+            weighted.append(self.skip_op(relu, scales["skip_connect"], training))
+        return tf.add_n(outputs + [self.edge_major(tf.add_n(weighted))])
 
     def get_config(self):
         return {**super().get_config(), "edges": self.edges, "strides": self.strides}
+
+
+class WeightedBatchNorm(keras.layers.BatchNormalization):
+    """The search network's non-affine BN; called with `scale` (one value per channel: an op's
+    weight per edge-major channel), the fused op multiplies its output by it, so the weighting
+    costs no pass of its own, forward or backward. The moving statistics move as Keras's fused
+    BN moves them (momentum 0.9; variance without Bessel's correction)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(center=False, scale=False, momentum=0.9, epsilon=1e-5, **kwargs)
+
+    def call(self, inputs, training=None, scale=None):
+        if scale is None:
+            return super().call(inputs, training=training)
+        offset = tf.zeros_like(scale)
+        if not training:
+            return tf.compat.v1.nn.fused_batch_norm(inputs, scale, offset, self.moving_mean, self.moving_variance,
+                                                    self.epsilon, is_training=False)[0]
+        count = float(inputs.shape[1] * inputs.shape[2]) * tf.cast(tf.shape(inputs)[0], tf.float32)
+        bessel = count / (count - 1.0)
+        output, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, scale, offset, self.moving_mean, self.moving_variance * bessel, self.epsilon,
+            is_training=True, exponential_avg_factor=1.0 - self.momentum)
+        self.moving_mean.assign(mean)
+        self.moving_variance.assign(variance / bessel)
+        return output
 
 
 def mixed_ops_model(state_shape, state, strides):
