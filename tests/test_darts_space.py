@@ -113,14 +113,12 @@ def test_drop_path_drops_whole_examples_only_in_training():
     np.testing.assert_array_equal(drop(x, training=False), x)
 
 
-@pytest.mark.parametrize("side, strides, grouped", [(8, 1, True), (8, 2, True), (8, 1, False), (8, 2, False),
-                                                   (7, 1, False), (7, 2, False)])
+@pytest.mark.parametrize("side, strides, grouped", [(8, 1, True), (8, 2, True), (8, 1, False), (7, 2, False)])
 def test_mixed_ops_compute_every_edge_as_build_op_layers_would(side, strides, grouped, monkeypatch):
     """MixedOps runs all edges that read one state together; edge by edge and op by op it must
     equal build_op's layers (an edge on its own, the layers the evaluation network trains)
     holding the same kernels, in training mode; with its 1x1 convolutions as one grouped op (as on
-    accelerators) or one per edge (as on CPUs); with its dilated convolutions on 2x2 pixel
-    blocks (even sides) or not (odd)."""
+    accelerators) or one per edge (as on CPUs)."""
     monkeypatch.setattr(layers, "native_grouped_convolutions", lambda: grouped)
     state_shape, filters = (side, side, 4), 4
     model = darts.mixed_ops_model(state_shape, state=0, strides=strides)
@@ -160,6 +158,19 @@ def test_mixed_ops_weigh_each_op_by_its_weight_and_pass_the_weights_their_gradie
     expected = tf.einsum("bhwecv,bhwec->ev", per_op, cotangent)
     np.testing.assert_allclose(tf.gather(tape.gradient(projected, weights)[0], [0, 2, 5, 9]), expected,
                                rtol=1e-4, atol=1e-3)
+
+
+def test_weighted_batch_norm_is_keras_batch_norm_times_the_scale_with_the_same_moving_statistics():
+    x, scale = tf.random.normal([6, 5, 5, 8], 3.0, 2.0), tf.random.uniform([8])
+    weighted, plain = darts.WeightedBatchNorm(), keras.layers.BatchNormalization(center=False, scale=False,
+                                                                                 momentum=0.9, epsilon=1e-5)
+    for _ in range(2):
+        np.testing.assert_allclose(weighted(x, training=True, scale=scale), plain(x, training=True) * scale,
+                                   rtol=1e-5, atol=1e-5)
+    for a, b in zip(weighted.non_trainable_weights, plain.non_trainable_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    np.testing.assert_allclose(weighted(x, training=False, scale=scale), plain(x, training=False) * scale,
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_search_cells_recompute_activations_with_the_same_gradients_and_statistics():

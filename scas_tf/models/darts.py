@@ -183,11 +183,10 @@ class MixedOps(keras.layers.Layer, pruning.StackedKernels):
             return layers.grouped_convolution(x, kernel, groups=edges)
         return tf.nn.conv2d(x, kernel, strides, "SAME")
 
-    def conv_op(self, copies, op, scale, training, dilation=None):
+    def conv_op(self, copies, op, scale, training):
         """`copies`: the ReLU of the state once per edge (edge-major), the first stage's input;
-        `scale`: the op's weight per edge-major channel, applied by the last BN. `dilation`
-        overrides the op's (1 on input already split into dilation blocks)."""
-        dilation = self.CONVS[op][1] if dilation is None else dilation
+        `scale`: the op's weight per edge-major channel, applied by the last BN."""
+        _, dilation = self.CONVS[op]
         x = copies
         stages = self.convs[op]
         for stage, (depthwise, pointwise, norm) in enumerate(stages):
@@ -198,20 +197,6 @@ class MixedOps(keras.layers.Layer, pruning.StackedKernels):
             x = norm(self.pointwise(x, pointwise), training=training,
                      scale=scale if stage == len(stages) - 1 else None)
         return x
-
-    def dilated_ops(self, copies, scales, training):
-        """dil_conv_3x3 + dil_conv_5x5, weighted. A dilation-2 convolution is a plain one on each
-        of the 2x2 pixel blocks (space-to-batch), and TF splits and merges the blocks around each
-        dilated depthwise op, forward and backward: when the blocks tile the state (even sides,
-        stride 1), both ops run on one split, through their 1x1 convolutions and BN (whose
-        statistics a reordering of pixels leaves unchanged), and their sum is merged once."""
-        height, width = copies.shape[1:3]
-        ops = ("dil_conv_3x3", "dil_conv_5x5")
-        if self.strides > 1 or height % 2 or width % 2:
-            return tf.add_n([self.conv_op(copies, op, scales[op], training) for op in ops])
-        blocks = tf.space_to_batch(copies, [2, 2], [[0, 0], [0, 0]])
-        summed = tf.add_n([self.conv_op(blocks, op, scales[op], training, dilation=1) for op in ops])
-        return tf.batch_to_space(summed, [2, 2], [[0, 0], [0, 0]])
 
     def skip_op(self, relu, scale, training):
         """The factorized reduction of a strided edge, weighted."""
@@ -239,8 +224,7 @@ class MixedOps(keras.layers.Layer, pruning.StackedKernels):
         # expand_dims, unlike indexing with None, adds the edge axis without a copy.
         outputs = [weights[:, PRIMITIVES.index(op), None] * tf.expand_dims(out, 3) for op, out in shared.items()]
         copies = tf.tile(relu, [1, 1, 1, len(self.edges)])  # cheaper than reordering each op's channels
-        weighted = [self.conv_op(copies, op, scales[op], training) for op in ("sep_conv_3x3", "sep_conv_5x5")]
-        weighted.append(self.dilated_ops(copies, scales, training))
+        weighted = [self.conv_op(copies, op, scales[op], training) for op in self.CONVS]
         if self.strides > 1:
             weighted.append(self.skip_op(relu, scales["skip_connect"], training))
         return tf.add_n(outputs + [self.edge_major(tf.add_n(weighted))])
@@ -253,7 +237,7 @@ class WeightedBatchNorm(keras.layers.BatchNormalization):
     """The search network's non-affine BN; called with `scale` (one value per channel: an op's
     weight per edge-major channel), the fused op multiplies its output by it, so the weighting
     costs no pass of its own, forward or backward. The moving statistics move as Keras's fused
-    BN moves them (momentum 0.9; variance without Bessel's correction)."""
+    BN moves them (momentum 0.9; the variance with Bessel's correction, as PyTorch's)."""
 
     def __init__(self, **kwargs):
         super().__init__(center=False, scale=False, momentum=0.9, epsilon=1e-5, **kwargs)
@@ -265,13 +249,11 @@ class WeightedBatchNorm(keras.layers.BatchNormalization):
         if not training:
             return tf.compat.v1.nn.fused_batch_norm(inputs, scale, offset, self.moving_mean, self.moving_variance,
                                                     self.epsilon, is_training=False)[0]
-        count = float(inputs.shape[1] * inputs.shape[2]) * tf.cast(tf.shape(inputs)[0], tf.float32)
-        bessel = count / (count - 1.0)
         output, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            inputs, scale, offset, self.moving_mean, self.moving_variance * bessel, self.epsilon,
+            inputs, scale, offset, self.moving_mean, self.moving_variance, self.epsilon,
             is_training=True, exponential_avg_factor=1.0 - self.momentum)
         self.moving_mean.assign(mean)
-        self.moving_variance.assign(variance / bessel)
+        self.moving_variance.assign(variance)
         return output
 
 
