@@ -46,6 +46,7 @@ class Run:
     train_seconds: float
     machine: str
     architecture: str
+    data_source: str
 
 
 def series_key(config):
@@ -68,7 +69,8 @@ def load_run(folder):
                train_seconds=final["train_seconds"],
                machine=f"{machine['cpu']}, {machine['cpu_cores']} cores" + "".join(
                    f", {n} {kind}" for kind, n in machine["accelerators"].items()) if machine else "not recorded",
-               architecture=results.get("architecture") or config.get("arch", ""))
+               architecture=results.get("architecture") or config.get("arch", ""),
+               data_source=final.get("data_source", "not recorded"))
 
 
 def find_runs(folders):
@@ -213,6 +215,12 @@ def series_label(key, labels):
     return method if len(same) == 1 else f"{method} #{same.index(key) + 1}"
 
 
+def data_caption(runs, dataset):
+    """Where the dataset's runs read their data, as they recorded it (a partial or rebuilt
+    copy says so in its path or note), for every figure of it."""
+    return f"{dataset} data: " + "; ".join(sorted({r.data_source for r in runs if r.dataset == dataset}))
+
+
 def save(figure, stem):
     for kind in ("png", "svg"):
         buffer = io.BytesIO()
@@ -245,6 +253,7 @@ def plot_figure4(runs, dataset, stem):
         handles = ax.get_legend_handles_labels()[0] + size_ax.get_legend_handles_labels()[0]
         ax.legend(handles, [h.get_label() for h in handles], fontsize="small", loc="upper center",
                   bbox_to_anchor=(0.5, -0.14), ncol=2)
+    figure.suptitle(data_caption(runs, dataset), fontsize="small", y=1.0)
     figure.tight_layout(w_pad=3)
     save(figure, stem)
 
@@ -274,6 +283,7 @@ def plot_pareto(runs, dataset, stem):
         ax.set_title(f"{dataset}: test accuracy vs {what}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="lower right")
+    figure.suptitle(data_caption(runs, dataset), fontsize="small", y=1.0)
     figure.tight_layout(w_pad=3)
     save(figure, stem)
 
@@ -337,7 +347,7 @@ def report_markdown(folders, runs, rows, without_baseline, figures, reading):
     if reading:
         parts += ["## Reading\n", reading.strip() + "\n"]
     parts.append("## Figure 4 and Pareto plots\n")
-    parts += [f"![{stem.name}]({stem.name}.png)\n" for stem in figures]
+    parts += [f"![{stem.name}]({stem.name}.png)\n\n*{caption}*\n" for stem, caption in figures]
     parts += ["## Runs\n", runs_markdown(runs)]
     if exports := exports_markdown(runs):
         parts += ["## LiteRT exports (`scas export`)\n", "Median of 100 batch-1 runs, measured in one process per "
@@ -362,7 +372,7 @@ def write_report(folders, output):
     for dataset in dict.fromkeys(r.dataset for r in sorted(runs, key=lambda r: ordered(r.dataset, DATASET_ORDER))):
         plot_figure4(runs, dataset, output / f"figure4_{dataset}")
         plot_pareto(runs, dataset, output / f"pareto_{dataset}")
-        figures += [output / f"figure4_{dataset}", output / f"pareto_{dataset}"]
+        figures += [(output / f"{kind}_{dataset}", data_caption(runs, dataset)) for kind in ("figure4", "pareto")]
     markdown = table1_markdown(rows)
     write_text_atomic(output / "table1.md", markdown)
     write_text_atomic(output / "table1.csv", table1_csv(rows))

@@ -24,7 +24,8 @@ def write_run(folder, target, accuracy, params=1_000_000, nonzero=None, dense_ma
              "nonzero_params": nonzero if nonzero is not None else round(params * (1 - target)),
              "dense_macs": dense_macs,
              "sparse_macs": sparse_macs if sparse_macs is not None else round(dense_macs * (1 - target)),
-             "train_seconds": 60.0, "machine": {"cpu": "Test CPU", "cpu_cores": 2, "accelerators": {}}}
+             "train_seconds": 60.0, "machine": {"cpu": "Test CPU", "cpu_cores": 2, "accelerators": {}},
+             "data_source": f"/data/{dataset} (partial: 10 of 60 training images)"}
     results = {"method": method, "architecture": f"{method}:0 1", "search_seconds": 30.0, "final": final}
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "results.json").write_text(json.dumps(results if search else final))
@@ -85,7 +86,7 @@ def test_pareto_front():
     def run(accuracy, cost):
         return report.Run(folder=None, series="", dataset="mnist", method="m", target=0.0, test_accuracy=accuracy,
                           params=cost, nonzero_params=cost, dense_macs=cost, sparse_macs=cost, search_seconds=0.0,
-                          train_seconds=0.0, machine="", architecture="")
+                          train_seconds=0.0, machine="", architecture="", data_source="")
     a, b, c, d = run(0.99, 100), run(0.98, 10), run(0.97, 50), run(0.99, 200)
     assert report.pareto_front([a, b, c, d], lambda r: r.nonzero_params) == [a, b]
 
@@ -119,7 +120,7 @@ def test_report_through_the_cli_writes_tables_figures_and_report(tmp_path):
         height, width, _ = matplotlib.image.imread(output / f"{name}.png").shape
         assert width > 1000 and height > 400
         assert (output / f"{name}.svg").read_text().lstrip().startswith("<?xml")
-        assert f"({name}.png)" in text
+        assert f"({name}.png)\n\n*mnist data: /data/mnist (partial: 10 of 60 training images)*\n" in text
     assert list((output / "tensorboard").glob("events.out.tfevents.*"))
 
 
