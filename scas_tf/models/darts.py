@@ -116,6 +116,7 @@ class MixedOps(keras.layers.Layer, pruning.StackedKernels):
     axis 0 (each still pruned on its own); their convolutions run as one depthwise convolution
     over edge-major channels (the state copied once per edge) and one grouped 1x1 convolution, and
     the parameter-free ops (pools with their BN, identity), equal on all these edges, run once.
+    An op that ends in its own BN is weighted inside it (WeightedBatchNorm's scale).
     Inputs: [state, op weights of the cell type (1 x NUM_EDGES x ops)];
     output: [batch, height, width, edges, channels].
     """
@@ -212,8 +213,9 @@ class MixedOps(keras.layers.Layer, pruning.StackedKernels):
         weights = tf.gather(op_weights[0], self.edges)  # [edges, ops]
         # An op that ends in BN (all but pools, whose BN is shared by the edges, and identity)
         # gets its weight as BN's scale, per edge-major channel.
-        scales = {op: tf.repeat(weights[:, PRIMITIVES.index(op)], self.channels)
-                  for op in (*self.CONVS, "skip_connect")}
+        per_channel = tf.reshape(tf.tile(tf.transpose(weights)[:, :, None], [1, 1, self.channels]),
+                                 [len(PRIMITIVES), -1])  # [ops, edges * channels], edge-major
+        scales = {op: per_channel[PRIMITIVES.index(op)] for op in (*self.CONVS, "skip_connect")}
         relu = tf.nn.relu(x)
         shared = {
             "max_pool_3x3": self.pool_norms["max"](tf.nn.max_pool2d(x, 3, self.strides, "SAME"), training=training),
