@@ -228,7 +228,7 @@ def save(figure, stem):
         write_bytes_atomic(stem.with_suffix(f".{kind}"), buffer.getvalue())
 
 
-def plot_figure4(runs, dataset, stem):
+def plot_figure4(runs, dataset, stem, caption):
     """(a) test accuracy and non-zero params, (b) test accuracy and sparse MACs, against the
     target sparsity: accuracy solid on the left axis, size dashed on the right (log) axis."""
     groups = {k: v for k, v in series_of(runs).items() if k[0] == dataset}
@@ -253,12 +253,12 @@ def plot_figure4(runs, dataset, stem):
         handles = ax.get_legend_handles_labels()[0] + size_ax.get_legend_handles_labels()[0]
         ax.legend(handles, [h.get_label() for h in handles], fontsize="small", loc="upper center",
                   bbox_to_anchor=(0.5, -0.14), ncol=2)
-    figure.suptitle(data_caption(runs, dataset), fontsize="small", y=1.0)
+    figure.suptitle(caption, fontsize="small", y=1.0)
     figure.tight_layout(w_pad=3)
     save(figure, stem)
 
 
-def plot_pareto(runs, dataset, stem):
+def plot_pareto(runs, dataset, stem, caption):
     """Test accuracy against non-zero params and against sparse MACs, every run a point, the
     non-dominated ones ringed and joined."""
     members = [r for r in runs if r.dataset == dataset]
@@ -283,7 +283,7 @@ def plot_pareto(runs, dataset, stem):
         ax.set_title(f"{dataset}: test accuracy vs {what}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="lower right")
-    figure.suptitle(data_caption(runs, dataset), fontsize="small", y=1.0)
+    figure.suptitle(caption, fontsize="small", y=1.0)
     figure.tight_layout(w_pad=3)
     save(figure, stem)
 
@@ -370,9 +370,10 @@ def write_report(folders, output):
     rows, without_baseline = table1(runs)
     figures = []
     for dataset in dict.fromkeys(r.dataset for r in sorted(runs, key=lambda r: ordered(r.dataset, DATASET_ORDER))):
-        plot_figure4(runs, dataset, output / f"figure4_{dataset}")
-        plot_pareto(runs, dataset, output / f"pareto_{dataset}")
-        figures += [(output / f"{kind}_{dataset}", data_caption(runs, dataset)) for kind in ("figure4", "pareto")]
+        caption = data_caption(runs, dataset)
+        plot_figure4(runs, dataset, output / f"figure4_{dataset}", caption)
+        plot_pareto(runs, dataset, output / f"pareto_{dataset}", caption)
+        figures += [(output / f"{kind}_{dataset}", caption) for kind in ("figure4", "pareto")]
     markdown = table1_markdown(rows)
     write_text_atomic(output / "table1.md", markdown)
     write_text_atomic(output / "table1.csv", table1_csv(rows))
