@@ -21,9 +21,9 @@ from scas_tf.spaces.darts import CELL_TYPES, NUM_EDGES, NUM_NODES, PRIMITIVES, G
 
 STEM_MULTIPLIER = 3
 # MixedOps runs its edges' 1x1 convolutions as one block-diagonal convolution up to this many
-# input channels (edges x channels): the C=16 and two-edge C=32 states of the reference's search
-# network, whose search step ran 1.18x faster that way than with split, one convolution per edge
-# and concat; on wider ones the block-diagonal's extra FLOPs cost what the split saves.
+# input channels (edges x channels): the C=16 and two-edge C=32 states of a C=16 search network,
+# whose step ran 1.18x faster that way (5 cells) than with split, one convolution per edge and
+# concat; on wider ones the block-diagonal's extra FLOPs cost what the split saves.
 BLOCK_DIAGONAL_CHANNELS = 64
 
 
@@ -120,7 +120,8 @@ class MixedOps(keras.layers.Layer, pruning.StackedKernels):
     mask ops per kernel, every pass) dominates memory. Here the edges' kernels are stacked on
     axis 0 (each still pruned on its own); their convolutions run as one depthwise convolution
     over edge-major channels (the state copied once per edge) and one block-diagonal or grouped
-    1x1 convolution, and the parameter-free ops (pools with their BN, identity), equal on all these edges, run once.
+    1x1 convolution, and the parameter-free ops (pools with their BN, identity), equal on all
+    these edges, run once.
     An op that ends in its own BN is weighted inside it (WeightedBatchNorm's scale).
     Inputs: [state, op weights of the cell type (1 x NUM_EDGES x ops)];
     output: [batch, height, width, edges, channels].
