@@ -114,15 +114,12 @@ def test_drop_path_drops_whole_examples_only_in_training():
 
 
 @pytest.mark.parametrize("side, strides, pointwise", [(8, 1, "block-diagonal"), (7, 2, "block-diagonal"),
-                                                      (8, 1, "grouped"), (8, 2, "grouped"),
-                                                      (8, 1, "per edge"), (7, 2, "per edge")])
+                                                      (8, 1, "grouped"), (8, 2, "grouped")])
 def test_mixed_ops_compute_every_edge_as_build_op_layers_would(side, strides, pointwise, monkeypatch):
     """MixedOps runs all edges that read one state together; edge by edge and op by op it must
     equal build_op's layers (an edge on its own, the layers the evaluation network trains)
     holding the same kernels, in training mode; with its edges' 1x1 convolutions as one
-    block-diagonal convolution (few channels), one grouped op (more, on accelerators) or one per
-    edge (more, on CPUs)."""
-    monkeypatch.setattr(darts, "BLOCK_DIAGONAL_CHANNELS", 16 if pointwise == "block-diagonal" else 0)
+    block-diagonal convolution (on CPUs) or one grouped op (on accelerators)."""
     monkeypatch.setattr(layers, "native_grouped_convolutions", lambda: pointwise == "grouped")
     state_shape, filters = (side, side, 4), 4
     model = darts.mixed_ops_model(state_shape, state=0, strides=strides)

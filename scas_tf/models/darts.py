@@ -20,11 +20,6 @@ from scas_tf.models import layers
 from scas_tf.spaces.darts import CELL_TYPES, NUM_EDGES, NUM_NODES, PRIMITIVES, Genotype
 
 STEM_MULTIPLIER = 3
-# MixedOps runs its edges' 1x1 convolutions as one block-diagonal convolution up to this many
-# input channels (edges x channels): the C=16 and two-edge C=32 states of a C=16 search network,
-# whose step ran 1.18x faster that way (5 cells) than with split, one convolution per edge and
-# concat; on wider ones the block-diagonal's extra FLOPs cost what the split saves.
-BLOCK_DIAGONAL_CHANNELS = 64
 
 
 def relu_conv_bn(x, filters, affine):
@@ -119,9 +114,10 @@ class MixedOps(keras.layers.Layer, pruning.StackedKernels):
     is ~400 small layers and a network ~1,400 kernels, and the graph (optimiser, clipping and
     mask ops per kernel, every pass) dominates memory. Here the edges' kernels are stacked on
     axis 0 (each still pruned on its own); their convolutions run as one depthwise convolution
-    over edge-major channels (the state copied once per edge) and one block-diagonal or grouped
-    1x1 convolution, and the parameter-free ops (pools with their BN, identity), equal on all
-    these edges, run once and are weighted per edge by one 1x1 convolution.
+    over edge-major channels (the state copied once per edge) and one grouped (on CPUs
+    block-diagonal) 1x1 convolution, and the parameter-free ops (pools with their BN,
+    identity), equal on all these edges, run once and are weighted per edge by one 1x1
+    convolution.
     An op that ends in its own BN is weighted inside it (WeightedBatchNorm's scale).
     Inputs: [state, op weights of the cell type (1 x NUM_EDGES x ops)];
     output: [batch, height, width, edges, channels].
@@ -182,13 +178,15 @@ class MixedOps(keras.layers.Layer, pruning.StackedKernels):
     def pointwise(x, kernel, strides=1):
         """Edge e's 1x1 kernel on edge e's channels, or on a shared input (as many input channels
         as one kernel) a plain 1x1 convolution; edge-major output channels. Edge by edge is a
-        block-diagonal 1x1 convolution: up to BLOCK_DIAGONAL_CHANNELS input channels it runs as
-        one (edges times the FLOPs, but no split, concat or their gradients' slices), wider as a
-        grouped one (`grouped_convolution`: on CPUs one 1x1 convolution per edge, which ran 2-5x
-        faster than an einsum over [batch, h, w, edges, channels])."""
+        grouped 1x1 convolution: one op on accelerators; on CPUs, which have no fast grouped one,
+        a dense convolution with the block-diagonal kernel. That costs edges times the FLOPs but
+        needs no split, concat or their gradients' slices: with it on the narrow states (up to 64
+        input channels) a search step ran 1.18x faster (5 cells) than with split, one convolution
+        per edge and concat; on all states as fast again, and its smaller graph peaked at 4.49
+        against 4.62 GiB (8 cells, first order)."""
         edges, _, _, channels, out = kernel.shape
         edgewise = x.shape[-1] != channels and strides == 1
-        if edgewise and edges * channels <= BLOCK_DIAGONAL_CHANNELS:
+        if edgewise and not layers.native_grouped_convolutions():
             blocks = tf.einsum("eco,ef->ecfo", tf.reshape(kernel, [edges, channels, out]), tf.eye(edges))
             return tf.nn.conv2d(x, tf.reshape(blocks, [1, 1, edges * channels, edges * out]), 1, "SAME")
         kernel = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]), [1, 1, channels, -1])
