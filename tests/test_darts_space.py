@@ -1,4 +1,6 @@
 """DARTS encoding and networks: genotype text, derivation from alpha, the builders."""
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -174,19 +176,35 @@ def test_weighted_batch_norm_is_keras_batch_norm_times_the_scale_with_the_same_m
                                rtol=1e-5, atol=1e-5)
 
 
-def test_search_cells_recompute_activations_with_the_same_gradients_and_statistics():
-    """Training-mode passes recompute each cell in the backward pass: the gradients must be those
-    of the plain forward pass (recompute off), and BN's moving statistics move once per pass,
-    not twice."""
-    network = darts.SearchNetwork(data.dataset_info("mnist"), filters=2, num_layers=3)
+@pytest.mark.parametrize("kept_cells", [0, 2, 3])
+def test_search_network_recomputes_all_cells_but_the_last_kept_ones(kept_cells, monkeypatch):
+    network = darts.SearchNetwork(data.dataset_info("mnist"), filters=2, num_layers=3, kept_cells=kept_cells)
+    recomputed = []
+
+    def counted(cell):
+        recomputed.append(cell.name)
+        return functools.partial(darts.run_cell, cell, training=True)
+    monkeypatch.setattr(darts, "recomputed", counted)
+    network(tf.zeros([2, 28, 28, 1]), training=True)
+    assert recomputed == [cell.name for cell in network.cells[:3 - kept_cells]]
+    network(tf.zeros([2, 28, 28, 1]), training=False)
+    assert len(recomputed) == 3 - kept_cells  # inference keeps nothing for a backward pass
+
+
+@pytest.mark.parametrize("kept_cells", [0, 1])
+def test_search_cells_recompute_activations_with_the_same_gradients_and_statistics(kept_cells):
+    """Training-mode passes recompute the cells before the last `kept_cells` in the backward
+    pass: the gradients must be those of the plain forward pass (every cell kept), and BN's
+    moving statistics move once per pass, not twice."""
+    network = darts.SearchNetwork(data.dataset_info("mnist"), filters=2, num_layers=3, kept_cells=kept_cells)
     images, labels = tf.random.uniform([4, 28, 28, 1]), tf.constant([0, 1, 2, 3])
 
     def plain_forward():
-        network.recompute = False
+        network.kept_cells = len(network.cells)
         try:
             return network(images, training=True)
         finally:
-            network.recompute = True
+            network.kept_cells = kept_cells
 
     def gradients_and_statistics(forward):
         statistics = [v for v in network.variables if "moving" in v.name]

@@ -318,12 +318,13 @@ class SearchCell(keras.Model):
 
 class SearchNetwork(keras.Model):
     """The DARTS supernet: network weights (pruned) and architecture parameters alpha (one
-    NUM_EDGES x ops matrix per cell type, 1e-3 * N(0, 1) as in the reference). `recompute`:
-    training-mode passes recompute each cell's activations in the backward pass (`recomputed`)."""
+    NUM_EDGES x ops matrix per cell type, 1e-3 * N(0, 1) as in the reference). Training-mode
+    passes keep the activations of the last `kept_cells` cells for the backward pass and
+    recompute the others' there (`recomputed`)."""
 
-    def __init__(self, info, filters=16, num_layers=8, recompute=True):
+    def __init__(self, info, filters=16, num_layers=8, kept_cells=0):
         super().__init__(name="darts_search")
-        self.recompute = recompute
+        self.kept_cells = kept_cells
         self.stem = layers.submodel(info.image_shape, lambda x: stem(x, filters))
         shapes = [self.stem.output_shape[1:]] * 2
         self.cells, self.cell_types = [], []
@@ -356,8 +357,9 @@ class SearchNetwork(keras.Model):
     def call(self, images, training=False):
         weights = {t: w[None] for t, w in self.op_weights().items()}
         prev_prev = prev = self.stem(images, training=training)
-        for cell, cell_type in zip(self.cells, self.cell_types):
-            run = (recomputed(cell) if training and self.recompute
+        first_kept = len(self.cells) - self.kept_cells
+        for index, (cell, cell_type) in enumerate(zip(self.cells, self.cell_types)):
+            run = (recomputed(cell) if training and index < first_kept
                    else functools.partial(run_cell, cell, training=training))
             prev_prev, prev = prev, run(prev_prev, prev, weights[cell_type])
         return self.head(prev, training=training)
@@ -369,10 +371,12 @@ def run_cell(cell, prev_prev, prev, weights, training):
 
 def recomputed(cell):
     """The cell in training mode, its activations recomputed in the backward pass rather than
-    kept from the forward one, so that a pass holds one cell's activations, not the network's
-    (at the reference's batch of 64 they are ~5 GiB of the search's memory; the recomputation
-    costs a forward pass). BN's moving statistics are frozen while recomputing: the forward
-    pass has updated them with these very batch statistics already."""
+    kept from the forward one, so that a pass holds one recomputed cell's activations at a time
+    (at the reference's batch of 64 all cells' are ~5 GiB; the recomputation costs the cell's
+    forward pass). The peak comes in the first cells' backward pass, at full resolution: until
+    they are larger than it, the late cells' kept activations cost no peak memory (SearchNetwork's
+    `kept_cells`). BN's moving statistics are frozen while recomputing: the forward pass has
+    updated them with these very batch statistics already."""
     calls = []
 
     def forward(prev_prev, prev, weights):

@@ -57,14 +57,17 @@ class DartsConfig(SearchConfig):
     alpha_learning_rate: float = option(3e-4, "Alpha's Adam learning rate.")
     alpha_beta1: float = option(0.5, "Alpha's Adam beta_1 (beta_2 is 0.999).")
     alpha_weight_decay: float = option(1e-3, "L2 decay on alpha.")
-    recompute: bool = option(True, "Recompute each search cell's activations in the backward "
-                             "pass rather than keep them: about half the memory, a forward pass more.")
+    kept_cells: int = option(4, "Search cells, counted from the network's end, that keep their "
+                             "activations for the backward pass; the others recompute theirs there "
+                             "(a forward pass more, about half the memory with none kept).")
     final_filters: int = option(36, "Initial channels of the final network.")
     final_num_layers: int = option(20, "Cells of the final network.")
 
     def __post_init__(self):
         super().__post_init__()
         require_positive(self, ("num_layers", "filters", "alpha_learning_rate"))
+        if self.kept_cells < 0:
+            raise ScasError(f"kept_cells must not be negative, got {self.kept_cells}")
         if self.num_layers < 3:
             raise ScasError(f"darts needs num_layers >= 3 (two reduction cells), got {self.num_layers}")
         if not 0.0 <= self.momentum < 1.0 or not 0.0 <= self.alpha_beta1 < 1.0:
@@ -92,7 +95,7 @@ class DartsSearch:
             config.pruning_frequency)
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
-            self.network = SearchNetwork(splits.info, config.filters, config.num_layers, config.recompute)
+            self.network = SearchNetwork(splits.info, config.filters, config.num_layers, config.kept_cells)
             self.optimizer = trainer.make_sgd(config.learning_rate, config.min_learning_rate,
                                               self.total_steps, momentum=config.momentum,
                                               nesterov=False, grad_clip_norm=config.grad_clip_norm)
