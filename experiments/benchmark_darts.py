@@ -1,6 +1,6 @@
 """Benchmark: SCAS-DARTS search steps at the reference's search configuration.
 
-    python experiments/benchmark_darts.py [--steps=5] [--num_layers=8] [--filters=16] [--kept_cells=4]
+    python experiments/benchmark_darts.py [--steps=5] [--num_layers=8] [--filters=16] [--kept_cells=3]
 
 Runs first-order and second-order (unrolled) search steps, each in its own process so that
 each peak memory is its own: 8 cells, C=16, batch 64 (as quark0/darts train_search.py) on

@@ -104,8 +104,10 @@ def release(folder):
 # Left by a run stopped by a non-finite loss or weight (see resumable.Resumable.guard).
 DIVERGED_FILE = "diverged.json"
 
-# Fields a rerun may change without changing the run's result: how often it logs and checkpoints.
-UNOBSERVABLE_FIELDS = ("log_every_steps", "checkpoint_every_steps")
+# Fields a rerun may change without changing the run's result: how often it logs and checkpoints,
+# and which DARTS search cells recompute their activations in the backward pass (`kept_cells`, and
+# `recompute`, the all-or-none field it replaced, still in earlier runs' configs).
+UNOBSERVABLE_FIELDS = ("log_every_steps", "checkpoint_every_steps", "kept_cells", "recompute")
 
 
 def divergence_remedy(field):

@@ -181,6 +181,8 @@ def test_darts_flag_errors_are_one_line(tmp_path):
         "scas: error: --controller_steps does not apply to `scas search --method=darts`")
     assert error_line("search", "--method=darts", "--preset=tiny", "--num_layers=2").startswith(
         "scas: error: darts needs num_layers >= 3")
+    assert error_line("search", "--method=darts", "--preset=tiny", "--kept_cells=-1") == (
+        "scas: error: kept_cells must not be negative, got -1")
     assert "malformed DARTS genotype" in error_line("train", "--arch=darts:normal=[(sep_conv_3x3,0)]")
 
 

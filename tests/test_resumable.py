@@ -11,11 +11,12 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, Killed, checkpointed_values, killed_after_checkpoint
-from scas_tf import configs, data, run_dir
+from scas_tf import configs, data, report, run_dir
 from scas_tf.config import TrainConfig
 from scas_tf.errors import ScasError
 from scas_tf.resumable import Diverged, Resumable
 from scas_tf.search import enas, smash
+from scas_tf.search.darts import DartsConfig
 
 SCAS = [sys.executable, "-m", "scas_tf"]
 
@@ -64,6 +65,15 @@ def test_a_field_added_since_a_run_started_counts_as_its_default(tmp_path):
     with pytest.raises(ScasError, match="another config .label_smoothing=0.0 there vs 0.1 now"):
         run_dir.claim_config(tmp_path / "config.json", {**config, "label_smoothing": 0.1},
                              run_dir.field_defaults(TrainConfig()))
+
+
+def test_a_darts_run_from_before_kept_cells_resumes_and_reports_in_one_series(tmp_path):
+    config = dataclasses.asdict(DartsConfig())
+    earlier = {**{k: v for k, v in config.items() if k != "kept_cells"}, "recompute": True}
+    run_dir.claim_config(tmp_path / "config.json", earlier)
+    run_dir.claim_config(tmp_path / "config.json", config, run_dir.field_defaults(DartsConfig()))
+    assert "recompute" not in json.loads((tmp_path / "config.json").read_text())
+    assert report.series_key(earlier) == report.series_key({**config, "kept_cells": 0})
 
 
 def test_diverged_training_stops_with_one_line_and_resumes_with_a_lower_learning_rate(tmp_path):
