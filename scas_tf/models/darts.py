@@ -172,7 +172,9 @@ class MixedOps(keras.layers.Layer, pruning.StackedKernels):
         if strides > 1 and dilation > 1:
             x, strides, dilation = x[:, ::strides, ::strides, :], 1, dilation // strides
         kernel = tf.reshape(tf.transpose(kernel, [1, 2, 0, 3, 4]), [*kernel.shape[1:3], -1, 1])
-        return tf.nn.depthwise_conv2d(x, kernel, [1, strides, strides, 1], "SAME", dilations=[dilation] * 2)
+        if strides > 1:
+            return tf.nn.depthwise_conv2d(x, kernel, [1, strides, strides, 1], "SAME")
+        return layers.depthwise_conv2d(x, kernel, dilation)
 
     @staticmethod
     def pointwise(x, kernel, strides=1):

@@ -44,6 +44,67 @@ def grouped_convolution(x, kernel, dilation=(1, 1), groups=1):
     return tf.concat(outputs, axis=-1)
 
 
+def depthwise_conv2d(x, kernel, dilation=1):
+    """tf.nn.depthwise_conv2d at stride 1 with "same" padding (kernel [k, k, channels, 1], k
+    odd). tf.nn dilates by space-to-batch, convolution and batch-to-space, and its gradients
+    repeat the round trip; on CPUs whose kernel dilates by itself (oneDNN's) a dilated one runs
+    in that kernel instead, its input gradient as the same convolution of the output gradient
+    with the kernel flipped, its filter gradient over the dilation's phases. (TensorFlow's own
+    gradients of the dilating kernel come out wrong under oneDNN.) One op on [64, 32, 32, 64],
+    forward and gradients: 3x3 16.6 against 25.4 ms, 5x5 45.2 against 60.8 ms; with the input
+    gradient alone 8.5 against 24.8 ms and 8.0 against 27.9 ms."""
+    if dilation == 1 or native_grouped_convolutions() or not dilating_depthwise_kernel():
+        return tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME", dilations=[dilation] * 2)
+
+    @tf.custom_gradient
+    def convolve(x, kernel):
+        def gradients(dy):
+            return (depthwise_conv2d(dy, tf.reverse(kernel, [0, 1]), dilation),
+                    dilated_filter_gradient(x, dy, kernel.shape[0], dilation))
+        return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, 1, 1, 1], padding="SAME",
+                                                dilations=[1, dilation, dilation, 1]), gradients
+    return convolve(x, kernel)
+
+
+@functools.cache
+def dilating_depthwise_kernel():
+    """Whether this CPU's depthwise convolution kernel dilates by itself (oneDNN's does;
+    TensorFlow's own refuses to)."""
+    with tf.init_scope(), tf.device("CPU:0"):
+        x, kernel = tf.reshape(tf.range(25.0), [1, 5, 5, 1]), tf.reshape(tf.range(9.0), [3, 3, 1, 1])
+        try:
+            dilated = tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, 1, 1, 1],
+                                                       padding="SAME", dilations=[1, 2, 2, 1])
+        except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
+            return False
+        expected = tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME", dilations=[2, 2])
+        return bool(tf.reduce_all(dilated == expected))
+
+
+def dilated_filter_gradient(x, dy, size, dilation):
+    """d loss / d kernel of a dilated stride-1 "same" depthwise convolution of x with output
+    gradient dy: an undilated convolution's over the dilation's phases (space-to-batch of the
+    padded x and of dy, up to whole blocks)."""
+    extra = [-(-n // dilation) * dilation - n for n in x.shape[1:3]]
+    pad = dilation * (size // 2)
+    phases = tf.space_to_batch(x, [dilation] * 2, [[pad, pad + extra[0]], [pad, pad + extra[1]]])
+    dy_phases = tf.space_to_batch(dy, [dilation] * 2, [[0, extra[0]], [0, extra[1]]])
+    return tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
+        input=phases, filter_sizes=[size, size, x.shape[-1], 1], out_backprop=dy_phases, strides=[1, 1, 1, 1],
+        padding="VALID")
+
+
+class DepthwiseConv2D(pruning.PrunableDepthwiseConv2D):
+    """A prunable DepthwiseConv2D whose dilated training passes run `depthwise_conv2d`.
+    Inference keeps TensorFlow's own op, which every machine runs a saved model's graph with."""
+
+    def call(self, inputs, training=None):
+        if (training is True and self.dilation_rate[0] > 1 and self.strides == (1, 1) and self.padding == "same"
+                and self.depth_multiplier == 1 and not self.use_bias and self.activation is keras.activations.linear):
+            return depthwise_conv2d(inputs, self.depthwise_kernel, self.dilation_rate[0])
+        return super().call(inputs)
+
+
 class GroupedConv2D(keras.layers.Conv2D, pruning.tfmot_sparsity.PrunableLayer):
     """A prunable stride-1 Conv2D whose groups run through `grouped_convolution`, so that
     they train on every device."""
@@ -64,9 +125,8 @@ def depthwise_conv(x, kernel_size, strides=1, dilation_rate=1, name=None):
             raise ValueError(f"dilation {dilation_rate} is not a multiple of stride {strides}")
         x = keras.layers.MaxPooling2D(1, strides=strides)(x)  # a 1x1 pool subsamples
         strides, dilation_rate = 1, dilation_rate // strides
-    layer = pruning.PrunableDepthwiseConv2D(kernel_size, strides=strides, dilation_rate=dilation_rate,
-                                            padding="same", use_bias=False,
-                                            depthwise_initializer=CONV_INIT, name=name)
+    layer = DepthwiseConv2D(kernel_size, strides=strides, dilation_rate=dilation_rate,
+                            padding="same", use_bias=False, depthwise_initializer=CONV_INIT, name=name)
     return pruning.prunable(layer)(x)
 
 
