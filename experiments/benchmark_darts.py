@@ -1,6 +1,7 @@
 """Benchmark: SCAS-DARTS search steps at the reference's search configuration.
 
     python experiments/benchmark_darts.py [--steps=5] [--num_layers=8] [--filters=16] [--kept_cells=3]
+        [--alpha_kept_cells=5]
 
 Runs first-order and second-order (unrolled) search steps, each in its own process so that
 each peak memory is its own: 8 cells, C=16, batch 64 (as quark0/darts train_search.py) on
@@ -11,7 +12,8 @@ with the TensorFlow tensors' share), the trace-and-compile time, and achieved GF
 the machine's fp32 matmul peak measured in the same process. FLOPs are counted on the search
 network's dense MACs (every mixed op's every candidate): 2 FLOPs per MAC, a forward and
 backward pass counted as 3 forwards (the model's FLOPs: the search network's recomputation of
-the cells before the last --kept_cells in the backward pass is not counted); a first-order step
+the cells before the last --kept_cells, or --alpha_kept_cells in passes w.r.t. alpha alone, in
+the backward pass is not counted); a first-order step
 makes 2 such passes (weights, alpha), a second-order step 5 (weights, virtual step, validation,
 and the two Hessian passes).
 """
@@ -42,6 +44,8 @@ flags.DEFINE_integer("filters", 16, "Initial channels of the search network.")
 flags.DEFINE_integer("batch_size", 64, "Minibatch size.")
 flags.DEFINE_integer("kept_cells", darts.DartsConfig.kept_cells, "Cells at the network's end that keep "
                      "their activations for the backward pass (the others recompute theirs).")
+flags.DEFINE_integer("alpha_kept_cells", darts.DartsConfig.alpha_kept_cells, "kept_cells of the passes "
+                     "w.r.t. alpha alone.")
 flags.DEFINE_enum("order", None, ["first", "second"], "Run one order in this process (the "
                   "default runs both, each in a child process).")
 FLAGS = flags.FLAGS
@@ -66,7 +70,8 @@ def reset_peak_memory():
 def measure(order):
     config = dataclasses.replace(
         configs.DARTS_PAPER, dataset="cifar10", num_layers=FLAGS.num_layers, filters=FLAGS.filters,
-        batch_size=FLAGS.batch_size, kept_cells=FLAGS.kept_cells, unrolled=order == "second",
+        batch_size=FLAGS.batch_size, kept_cells=FLAGS.kept_cells,
+        alpha_kept_cells=FLAGS.alpha_kept_cells, unrolled=order == "second",
         target_sparsity=0.9, pruning_begin=0.0, pruning_end=0.5, pruning_frequency=1, epochs=1)
     splits = random_splits("cifar10", config.batch_size * (FLAGS.steps + 2))
     peak = matmul_gflops()
@@ -100,8 +105,9 @@ def main(_):
         measure(FLAGS.order)
         return
     print(f"DARTS search network: {FLAGS.num_layers} cells, C={FLAGS.filters}, batch {FLAGS.batch_size}, "
-          f"32x32x3, 10 classes, pruning to 0.9 every step, the last {FLAGS.kept_cells} cells' activations kept")
-    names = ("steps", "num_layers", "filters", "batch_size", "kept_cells")
+          f"32x32x3, 10 classes, pruning to 0.9 every step, the last {FLAGS.kept_cells} cells' activations kept "
+          f"({FLAGS.alpha_kept_cells} in passes w.r.t. alpha alone)")
+    names = ("steps", "num_layers", "filters", "batch_size", "kept_cells", "alpha_kept_cells")
     for order in PASSES:
         args = [f"--{name}={getattr(FLAGS, name)}" for name in names]
         subprocess.run([sys.executable, __file__, f"--order={order}", *args], check=True)

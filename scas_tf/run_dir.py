@@ -105,9 +105,10 @@ def release(folder):
 DIVERGED_FILE = "diverged.json"
 
 # Fields a rerun may change without changing the run's result: how often it logs and checkpoints,
-# and which DARTS search cells recompute their activations in the backward pass (`kept_cells`, and
-# `recompute`, the all-or-none field it replaced, still in earlier runs' configs).
-UNOBSERVABLE_FIELDS = ("log_every_steps", "checkpoint_every_steps", "kept_cells", "recompute")
+# and which DARTS search cells recompute their activations in the backward pass (`kept_cells`,
+# `alpha_kept_cells`, and `recompute`, the all-or-none field they replaced, still in earlier runs'
+# configs).
+UNOBSERVABLE_FIELDS = ("log_every_steps", "checkpoint_every_steps", "kept_cells", "alpha_kept_cells", "recompute")
 
 
 def divergence_remedy(field):

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from conftest import REPO, Killed, charts_without_data, checkpointed_values, killed_after_checkpoint, summaries
 from scas_tf import architectures, configs, data, pruning, trainer
+from scas_tf.models import darts as darts_models
 from scas_tf.search import darts
 
 SCAS = [sys.executable, "-m", "scas_tf"]
@@ -55,6 +56,24 @@ def test_search_steps_run_under_mirrored_strategy(splits, tmp_path, mirrored):
     step's cross-replica passes ran the same way (and pass), at a cost too high for the suite."""
     strategy = mirrored
     check_one_step(darts.DartsSearch(TINY, splits, tmp_path, strategy))
+
+
+def test_passes_wrt_alpha_alone_keep_their_own_number_of_cells(splits, tmp_path, monkeypatch):
+    """A pass w.r.t. alpha alone keeps no tensors for weight gradients, so it keeps more cells'
+    activations (alpha_kept_cells) than a pass w.r.t. the weights (kept_cells) at the same memory."""
+    config = dataclasses.replace(TINY, num_layers=3, kept_cells=1, alpha_kept_cells=2)
+    search = darts.DartsSearch(config, splits, tmp_path)
+    recomputed, recompute = [], darts_models.recomputed
+
+    def counted(cell):
+        recomputed.append(cell.name)
+        return recompute(cell)
+    monkeypatch.setattr(darts_models, "recomputed", counted)
+    images, labels = first_batches(search)[0]
+    for wrt, kept in (("all", 1), ("alpha", 2)):
+        recomputed.clear()
+        search.loss_gradients(images, labels, wrt)
+        assert recomputed == [cell.name for cell in search.network.cells[:3 - kept]], wrt
 
 
 def mean_loss(search, batch):
@@ -183,6 +202,8 @@ def test_darts_flag_errors_are_one_line(tmp_path):
         "scas: error: darts needs num_layers >= 3")
     assert error_line("search", "--method=darts", "--preset=tiny", "--kept_cells=-1") == (
         "scas: error: kept_cells must not be negative, got -1")
+    assert error_line("search", "--method=darts", "--preset=tiny", "--alpha_kept_cells=-1") == (
+        "scas: error: alpha_kept_cells must not be negative, got -1")
     assert "malformed DARTS genotype" in error_line("train", "--arch=darts:normal=[(sep_conv_3x3,0)]")
 
 

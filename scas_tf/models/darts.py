@@ -321,8 +321,8 @@ class SearchCell(keras.Model):
 class SearchNetwork(keras.Model):
     """The DARTS supernet: network weights (pruned) and architecture parameters alpha (one
     NUM_EDGES x ops matrix per cell type, 1e-3 * N(0, 1) as in the reference). Training-mode
-    passes keep the activations of the last `kept_cells` cells for the backward pass and
-    recompute the others' there (`recomputed`)."""
+    passes keep the activations of the last `kept_cells` cells (the network's, unless a call
+    says otherwise) for the backward pass and recompute the others' there (`recomputed`)."""
 
     def __init__(self, info, filters=16, num_layers=8, kept_cells=0):
         super().__init__(name="darts_search")
@@ -356,10 +356,10 @@ class SearchNetwork(keras.Model):
     def op_weights(self):
         return {t: tf.nn.softmax(self.alphas[t], axis=-1) for t in CELL_TYPES}
 
-    def call(self, images, training=False):
+    def call(self, images, training=False, kept_cells=None):
         weights = {t: w[None] for t, w in self.op_weights().items()}
         prev_prev = prev = self.stem(images, training=training)
-        first_kept = len(self.cells) - self.kept_cells
+        first_kept = len(self.cells) - (self.kept_cells if kept_cells is None else kept_cells)
         for index, (cell, cell_type) in enumerate(zip(self.cells, self.cell_types)):
             run = (recomputed(cell) if training and index < first_kept
                    else functools.partial(run_cell, cell, training=training))

@@ -46,30 +46,32 @@ def grouped_convolution(x, kernel, dilation=(1, 1), groups=1):
 
 def depthwise_conv2d(x, kernel, dilation=1):
     """tf.nn.depthwise_conv2d at stride 1 with "same" padding (kernel [k, k, channels, 1], k
-    odd). tf.nn dilates by space-to-batch, convolution and batch-to-space, and its gradients
-    repeat the round trip; on CPUs whose kernel dilates by itself (oneDNN's) a dilated one runs
-    in that kernel instead, its input gradient as the same convolution of the output gradient
-    with the kernel flipped, its filter gradient over the dilation's phases. (TensorFlow's own
-    gradients of the dilating kernel come out wrong under oneDNN.) One op on [64, 32, 32, 64],
-    forward and gradients: 3x3 16.6 against 25.4 ms, 5x5 45.2 against 60.8 ms; with the input
-    gradient alone 8.5 against 24.8 ms and 8.0 against 27.9 ms."""
-    if dilation == 1 or native_grouped_convolutions() or not dilating_depthwise_kernel():
+    odd), its gradients fast on oneDNN's CPU kernels. tf.nn dilates by space-to-batch,
+    convolution and batch-to-space, and its gradients repeat the round trip; oneDNN's kernel
+    dilates by itself, so there a dilated one runs in it, its input gradient as the same
+    convolution of the output gradient with the kernel flipped. (TensorFlow's own gradients of
+    the dilating kernel come out wrong under oneDNN.) Its filter gradient, and a kernel wider
+    than 3's, is `depthwise_filter_gradient`. One op on [64, 32, 32, 64], forward and gradients:
+    3x3 dilated 16.6 against 25.4 ms, 5x5 dilated 45.2 against 60.8 ms; with the input gradient
+    alone 8.5 against 24.8 ms and 8.0 against 27.9 ms."""
+    size = kernel.shape[0]
+    if (dilation == 1 and size <= 3) or native_grouped_convolutions() or not onednn_depthwise_kernels():
         return tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME", dilations=[dilation] * 2)
 
     @tf.custom_gradient
     def convolve(x, kernel):
         def gradients(dy):
             return (depthwise_conv2d(dy, tf.reverse(kernel, [0, 1]), dilation),
-                    dilated_filter_gradient(x, dy, kernel.shape[0], dilation))
+                    depthwise_filter_gradient(x, dy, size, dilation))
         return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, 1, 1, 1], padding="SAME",
                                                 dilations=[1, dilation, dilation, 1]), gradients
     return convolve(x, kernel)
 
 
 @functools.cache
-def dilating_depthwise_kernel():
-    """Whether this CPU's depthwise convolution kernel dilates by itself (oneDNN's does;
-    TensorFlow's own refuses to)."""
+def onednn_depthwise_kernels():
+    """Whether this CPU runs depthwise convolutions in oneDNN's kernels, which dilate by
+    themselves (TensorFlow's own refuse to)."""
     with tf.init_scope(), tf.device("CPU:0"):
         x, kernel = tf.reshape(tf.range(25.0), [1, 5, 5, 1]), tf.reshape(tf.range(9.0), [3, 3, 1, 1])
         try:
@@ -81,26 +83,47 @@ def dilating_depthwise_kernel():
         return bool(tf.reduce_all(dilated == expected))
 
 
-def dilated_filter_gradient(x, dy, size, dilation):
-    """d loss / d kernel of a dilated stride-1 "same" depthwise convolution of x with output
-    gradient dy: an undilated convolution's over the dilation's phases (space-to-batch of the
-    padded x and of dy, up to whole blocks)."""
-    extra = [-(-n // dilation) * dilation - n for n in x.shape[1:3]]
-    pad = dilation * (size // 2)
-    phases = tf.space_to_batch(x, [dilation] * 2, [[pad, pad + extra[0]], [pad, pad + extra[1]]])
-    dy_phases = tf.space_to_batch(dy, [dilation] * 2, [[0, extra[0]], [0, extra[1]]])
-    return tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
-        input=phases, filter_sizes=[size, size, x.shape[-1], 1], out_backprop=dy_phases, strides=[1, 1, 1, 1],
-        padding="VALID")
+def depthwise_filter_gradient(x, dy, size, dilation=1):
+    """d loss / d kernel of a stride-1 "same" depthwise convolution of x (kernel size x size)
+    with output gradient dy. A dilated one's is an undilated one's over the dilation's phases
+    (space-to-batch of x and of dy, up to whole blocks). oneDNN's depthwise filter-gradient
+    kernel takes kernels up to 3 wide; a wider one ran in its generic grouped kernel, 17x the
+    time of a 3x3 on [64, 32, 32, 64], and took a fifth of a DARTS search pass. So the kernel's
+    middle three columns come in one size x 3 filter gradient, each other column in a size x 1
+    one of dy shifted by the column's offset (x at w + j times dy at w is x at w times dy at w - j)."""
+    if dilation > 1:
+        blocks = [[0, -(-n // dilation) * dilation - n] for n in x.shape[1:3]]
+        x, dy = (tf.space_to_batch(t, [dilation] * 2, blocks) for t in (x, dy))
+
+    def columns(dy, width):
+        return tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
+            input=x, filter_sizes=[size, width, x.shape[-1], 1], out_backprop=dy, strides=[1, 1, 1, 1],
+            padding="SAME")
+    if size <= 3:
+        return columns(dy, size)
+    half = size // 2
+    left, right = ([columns(shifted_along_width(dy, j), 1) for j in offsets]
+                   for offsets in (range(-half, -1), range(2, half + 1)))
+    return tf.concat([*left, columns(dy, 3), *right], axis=1)
+
+
+def shifted_along_width(t, offset):
+    """t with t[:, :, w - offset] at w (zeros from outside t)."""
+    before, after = max(offset, 0), max(-offset, 0)
+    return tf.pad(t, [[0, 0], [0, 0], [before, after], [0, 0]])[:, :, after:after + t.shape[2]]
 
 
 class DepthwiseConv2D(pruning.PrunableDepthwiseConv2D):
-    """A prunable DepthwiseConv2D whose dilated training passes run `depthwise_conv2d`.
-    Inference keeps TensorFlow's own op, which every machine runs a saved model's graph with."""
+    """A prunable DepthwiseConv2D whose training passes run `depthwise_conv2d` where it has a
+    fast path (dilated, or wider than 3). Inference keeps TensorFlow's own op, which every
+    machine runs a saved model's graph with."""
 
     def call(self, inputs, training=None):
-        if (training is True and self.dilation_rate[0] > 1 and self.strides == (1, 1) and self.padding == "same"
-                and self.depth_multiplier == 1 and not self.use_bias and self.activation is keras.activations.linear):
+        size = self.kernel_size[0]
+        if (training is True and (self.dilation_rate[0] > 1 or size > 3) and size % 2 == 1
+                and self.kernel_size[1] == size and self.dilation_rate[1] == self.dilation_rate[0]
+                and self.strides == (1, 1) and self.padding == "same" and self.depth_multiplier == 1
+                and not self.use_bias and self.activation is keras.activations.linear):
             return depthwise_conv2d(inputs, self.depthwise_kernel, self.dilation_rate[0])
         return super().call(inputs)
 
