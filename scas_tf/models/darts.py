@@ -114,8 +114,8 @@ class MixedOps(keras.layers.Layer, pruning.StackedKernels):
     is ~400 small layers and a network ~1,400 kernels, and the graph (optimiser, clipping and
     mask ops per kernel, every pass) dominates memory. Here the edges' kernels are stacked on
     axis 0 (each still pruned on its own); their convolutions run as one depthwise convolution
-    over edge-major channels (the state copied once per edge) and one grouped (on CPUs
-    block-diagonal) 1x1 convolution, and the parameter-free ops (pools with their BN,
+    over edge-major channels (the state copied once per edge) and one grouped 1x1 convolution
+    (`layers.grouped_pointwise`), and the parameter-free ops (pools with their BN,
     identity), equal on all these edges, run once and are weighted per edge by one 1x1
     convolution.
     An op that ends in its own BN is weighted inside it (WeightedBatchNorm's scale).
@@ -178,22 +178,13 @@ class MixedOps(keras.layers.Layer, pruning.StackedKernels):
 
     @staticmethod
     def pointwise(x, kernel, strides=1):
-        """Edge e's 1x1 kernel on edge e's channels, or on a shared input (as many input channels
-        as one kernel) a plain 1x1 convolution; edge-major output channels. Edge by edge is a
-        grouped 1x1 convolution: one op on accelerators; on CPUs, which have no fast grouped one,
-        a dense convolution with the block-diagonal kernel. That costs edges times the FLOPs but
-        needs no split, concat or their gradients' slices: with it on the narrow states (up to 64
-        input channels) a search step ran 1.18x faster (5 cells) than with split, one convolution
-        per edge and concat; on all states as fast again, and its smaller graph peaked at 4.49
-        against 4.62 GiB (8 cells, first order)."""
+        """Edge e's 1x1 kernel on edge e's channels (`layers.grouped_pointwise`), or on a shared
+        input (as many input channels as one kernel) a plain 1x1 convolution; edge-major output
+        channels."""
         edges, _, _, channels, out = kernel.shape
-        edgewise = x.shape[-1] != channels and strides == 1
-        if edgewise and not layers.native_grouped_convolutions():
-            blocks = tf.einsum("eco,ef->ecfo", tf.reshape(kernel, [edges, channels, out]), tf.eye(edges))
-            return tf.nn.conv2d(x, tf.reshape(blocks, [1, 1, edges * channels, edges * out]), 1, "SAME")
+        if x.shape[-1] != channels and strides == 1:
+            return layers.grouped_pointwise(x, tf.reshape(kernel, [edges, channels, out]))
         kernel = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]), [1, 1, channels, -1])
-        if edgewise:
-            return layers.grouped_convolution(x, kernel, groups=edges)
         return tf.nn.conv2d(x, kernel, strides, "SAME")
 
     def conv_op(self, copies, op, scale, training):
